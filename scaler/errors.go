@@ -1,0 +1,34 @@
+package scaler
+
+import "errors"
+
+// Sentinel errors. Scalers wrap them with the operation and channel, so
+// callers test with errors.Is.
+var (
+	// ErrNotRecoverable is satisfied by every error saying that the
+	// publications asked for can no longer be returned.
+	ErrNotRecoverable = errors.New("sss/scaler: not recoverable")
+	// ErrTrimmed: some publication after the given uid was removed by
+	// retention. errors.Is(ErrTrimmed, ErrNotRecoverable) is true.
+	ErrTrimmed = &notRecoverable{"sss/scaler: history trimmed"}
+	// ErrEpochChanged: the channel's history was lost or reset since the
+	// given uid. errors.Is(ErrEpochChanged, ErrNotRecoverable) is true.
+	ErrEpochChanged = &notRecoverable{"sss/scaler: history epoch changed"}
+	// ErrFuture: the given uid is beyond the channel's position (a client
+	// bug or a backend that lost data). errors.Is(ErrFuture,
+	// ErrNotRecoverable) is true.
+	ErrFuture = &notRecoverable{"sss/scaler: uid beyond the channel's position"}
+	// ErrUnavailable: the backend cannot answer now; retry later.
+	ErrUnavailable = errors.New("sss/scaler: backend unavailable")
+	// ErrClosed: the scaler was closed.
+	ErrClosed = errors.New("sss/scaler: closed")
+	// ErrStarted: Start was called twice.
+	ErrStarted = errors.New("sss/scaler: already started")
+)
+
+type notRecoverable struct{ msg string }
+
+func (e *notRecoverable) Error() string { return e.msg }
+
+// Is makes every notRecoverable error match ErrNotRecoverable.
+func (e *notRecoverable) Is(target error) bool { return target == ErrNotRecoverable }
