@@ -1,5 +1,11 @@
 package protocol
 
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+)
+
 // Error is the error object of the wire (PROTOCOL.md, "Errors"): name and
 // message are what the SSS client shows, code is our stable snake_case code.
 // All three are always encoded.
@@ -30,3 +36,79 @@ const (
 	CodeAppError             = "app_error" // a handler's error object had no code
 	CodeUnavailable          = "unavailable"
 )
+
+// NewError returns an error object with the given code and message and a
+// Name derived from the code in PascalCase ("bad_frame" -> "BadFrame").
+func NewError(code, message string) *Error {
+	return &Error{Name: NameOf(code), Message: message, Code: code}
+}
+
+// NameOf derives an error name from a snake_case code: "bad_frame" ->
+// "BadFrame". Characters other than '_' are kept; the first letter of each
+// part is upper-cased (ASCII only).
+func NameOf(code string) string {
+	var b strings.Builder
+	b.Grow(len(code))
+	up := true
+	for i := 0; i < len(code); i++ {
+		c := code[i]
+		if c == '_' {
+			up = true
+			continue
+		}
+		if up && 'a' <= c && c <= 'z' {
+			c -= 'a' - 'A'
+		}
+		up = false
+		b.WriteByte(c)
+	}
+	return b.String()
+}
+
+// ErrBadFrame returns a bad_frame error object with the given message.
+func ErrBadFrame(message string) *Error { return NewError(CodeBadFrame, message) }
+
+// ErrUnknownSys returns an unknown_sys error object with the given message.
+func ErrUnknownSys(message string) *Error { return NewError(CodeUnknownSys, message) }
+
+// ErrBadRequest returns a bad_request error object with the given message.
+func ErrBadRequest(message string) *Error { return NewError(CodeBadRequest, message) }
+
+// ErrMissingID returns a missing_id error object with the given message.
+func ErrMissingID(message string) *Error { return NewError(CodeMissingID, message) }
+
+// ErrNotRecoverable returns a not_recoverable error object with the given
+// message.
+func ErrNotRecoverable(message string) *Error { return NewError(CodeNotRecoverable, message) }
+
+// ErrInternal returns the internal error object sent when a handler fails:
+// no details (they go to the log).
+func ErrInternal() *Error { return NewError(CodeInternal, "internal error") }
+
+// ErrFrameTooLarge is wrapped by the *DecodeError of a frame over
+// Limits.MaxFrameBytes: the server closes with CloseTooLarge (1009) instead of
+// answering (PROTOCOL.md, "Bad input").
+var ErrFrameTooLarge = errors.New("sss/protocol: frame too large")
+
+// DecodeError is returned by the decoders: Code is one of the bad-input codes
+// (CodeBadFrame, CodeUnknownSys, CodeBadRequest, CodeMissingID); ID is the
+// frame's usable id when it had one (so a reply can carry it); Sys the code
+// when it was readable.
+type DecodeError struct {
+	Code   string
+	Sys    Sys
+	ID     json.RawMessage
+	Detail string
+
+	cause error // ErrFrameTooLarge, for errors.Is
+}
+
+// Error implements the error interface.
+func (e *DecodeError) Error() string { return "sss/protocol: " + e.Code + ": " + e.Detail }
+
+// Unwrap returns ErrFrameTooLarge for an oversize frame, else nil.
+func (e *DecodeError) Unwrap() error { return e.cause }
+
+// Object returns the wire error object for this decode error, with Detail
+// as its message.
+func (e *DecodeError) Object() *Error { return NewError(e.Code, e.Detail) }
