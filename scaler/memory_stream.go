@@ -1,0 +1,209 @@
+package scaler
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/sss-go/sss/protocol"
+)
+
+// run is the instance's delivery goroutine: it drains the relay queue in
+// order, runs the periodic position check and age trimmer, and renews the
+// lease. It calls the Handler with no lock held.
+func (m *Memory) run(h Handler) {
+	defer close(m.done)
+	opts := m.b.opts
+	check := time.NewTicker(opts.CheckInterval)
+	defer check.Stop()
+	renew := time.NewTicker(opts.LeaseTTL / 3)
+	defer renew.Stop()
+	for {
+		select {
+		case <-m.stop:
+			return
+		case <-m.wake:
+			m.drain(h)
+		case <-check.C:
+			m.checkPositions(h)
+			m.trimAged(h)
+		case <-renew.C:
+			m.renew(h)
+		case <-m.renewNow:
+			m.renew(h)
+		}
+	}
+}
+
+// drain delivers everything queued so far.
+func (m *Memory) drain(h Handler) {
+	for {
+		m.qmu.Lock()
+		q := m.queue
+		m.queue = nil
+		m.qmu.Unlock()
+		if len(q) == 0 {
+			return
+		}
+		for i := range q {
+			select {
+			case <-m.stop:
+				return
+			default:
+			}
+			it := &q[i]
+			switch {
+			case it.control != nil:
+				if h.Control != nil {
+					h.Control(*it.control)
+				}
+			case it.event != nil:
+				if h.Event != nil {
+					h.Event(*it.event)
+				}
+			case it.sub != nil:
+				m.relayed(h, it.sub, it.pub)
+			}
+			q[i] = memItem{}
+		}
+	}
+}
+
+// relayed handles one relayed publication: in sequence it is delivered,
+// a duplicate is dropped, after a gap the gap is filled from the log first.
+func (m *Memory) relayed(h Handler, s *memSub, p Publication) {
+	if s.dead.Load() {
+		return
+	}
+	if p.UID.Epoch != s.epoch {
+		// Either a stale publication of an old epoch or the first sign
+		// of a history reset: the log says which.
+		m.advance(h, s, 0)
+		return
+	}
+	switch {
+	case p.UID.Seq <= s.last:
+		return // duplicate (already filled from the log)
+	case p.UID.Seq == s.last+1:
+		s.last = p.UID.Seq
+		if h.Publication != nil {
+			h.Publication(p)
+		}
+	default:
+		missing := p.UID.Seq - s.last - 1
+		if m.log.Enabled(context.Background(), slog.LevelDebug) {
+			m.log.Debug("relay gap", "channel", s.channel, "uid", p.UID.String(), "missing", missing)
+		}
+		m.advance(h, s, p.UID.Seq)
+	}
+}
+
+// advance brings s's stream up to seq upto (0: the channel's position)
+// from the log, reporting a Reset when the log can no longer fill it.
+func (m *Memory) advance(h Handler, s *memSub, upto uint64) {
+	filled := 0
+	for range 16 {
+		if s.dead.Load() {
+			return
+		}
+		v := m.b.view(s.channel, s.epoch, s.last, upto)
+		switch {
+		case v.epoch != s.epoch:
+			s.epoch, s.last, s.seen, upto = v.epoch, 0, 0, 0
+			m.reset(h, s, fmt.Errorf("sss/scaler: stream %q: %w", s.channel, ErrEpochChanged))
+			continue
+		case v.last < s.last:
+			// The log is behind the stream: it lost data without a new
+			// epoch. Resume from the log's position.
+			s.last, s.seen = v.last, v.last
+			m.reset(h, s, fmt.Errorf("sss/scaler: stream %q: %w", s.channel, ErrFuture))
+			continue
+		case s.last < v.last && s.last+1 < v.first:
+			s.last = v.first - 1
+			m.reset(h, s, fmt.Errorf("sss/scaler: stream %q: %w", s.channel, ErrTrimmed))
+			continue
+		}
+		for _, p := range v.pubs {
+			if p.UID.Seq != s.last+1 {
+				continue
+			}
+			s.last = p.UID.Seq
+			filled++
+			if h.Publication != nil {
+				h.Publication(p)
+			}
+		}
+		break
+	}
+	if filled > 1 || (filled == 1 && upto == 0) {
+		// The last one delivered came with the relay when upto != 0.
+		n := filled
+		if upto != 0 {
+			n--
+		}
+		m.log.Warn("relay gap filled from the log", "channel", s.channel, "count", n)
+		if h.Event != nil {
+			h.Event(Event{Kind: EventGapFilled, Channel: s.channel, Count: n, Time: time.Now()})
+		}
+	}
+}
+
+// reset reports that s's stream continues after its current position
+// with a hole.
+func (m *Memory) reset(h Handler, s *memSub, err error) {
+	pos := protocol.UID{Epoch: s.epoch, Seq: s.last}
+	m.log.Warn("stream reset", "channel", s.channel, "uid", pos.String(), "err", err)
+	if h.Reset != nil {
+		h.Reset(s.channel, pos, err)
+	}
+	if h.Event != nil {
+		h.Event(Event{Kind: EventGapLost, Channel: s.channel, Err: err, Time: time.Now()})
+	}
+}
+
+// checkPositions compares every stream with its channel's position: a
+// publication already visible at the previous check and still not
+// delivered was lost by the relay (typically the last one, which no later
+// publication reveals), so it is read from the log.
+func (m *Memory) checkPositions(h Handler) {
+	m.mu.Lock()
+	subs := make([]*memSub, 0, len(m.subs))
+	for _, s := range m.subs {
+		subs = append(subs, s)
+	}
+	m.mu.Unlock()
+	for _, s := range subs {
+		if s.dead.Load() {
+			continue
+		}
+		v := m.b.view(s.channel, "", 0, 0) // position only
+		if v.epoch != s.epoch || s.last < s.seen {
+			m.advance(h, s, 0)
+		}
+		s.seen = v.last
+		if v.epoch != s.epoch {
+			s.seen = 0
+		}
+	}
+}
+
+// trimAged applies retention to every channel (age limits need time, not
+// publications, to pass).
+func (m *Memory) trimAged(h Handler) {
+	b := m.b
+	now := time.Now()
+	var evs []Event
+	b.mu.Lock()
+	for name, c := range b.channels {
+		if n := trimLocked(c, now); n > 0 {
+			evs = append(evs, Event{Kind: EventTrimmed, Channel: name, Count: n, Time: now})
+		}
+	}
+	b.mu.Unlock()
+	if h.Event != nil {
+		for _, e := range evs {
+			h.Event(e)
+		}
+	}
+}
