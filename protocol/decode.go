@@ -3,6 +3,7 @@ package protocol
 import (
 	"encoding/json"
 	"strconv"
+	"unicode/utf8"
 )
 
 // members holds the raw values of a frame's top-level keys; nil = absent.
@@ -95,6 +96,11 @@ func frame(data []byte, lim Limits, m *members) *DecodeError {
 	// deep input away from everything else.
 	if lim.MaxDepth > 0 && !depthOK(data, lim.MaxDepth) {
 		return &DecodeError{Code: CodeBadFrame, Detail: "nesting deeper than " + strconv.Itoa(lim.MaxDepth)}
+	}
+	// A text frame must be UTF-8 (RFC 6455); raw values are echoed and
+	// relayed verbatim, so invalid bytes would reach other clients.
+	if !utf8.Valid(data) {
+		return &DecodeError{Code: CodeBadFrame, Detail: "not UTF-8"}
 	}
 	if !json.Valid(data) {
 		return &DecodeError{Code: CodeBadFrame, Detail: "not JSON"}

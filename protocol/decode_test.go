@@ -137,6 +137,8 @@ func TestDecodeClientBadInput(t *testing.T) {
 	}{
 		{"not JSON", `{"sys":1,`, CodeBadFrame, "", false},
 		{"empty", ``, CodeBadFrame, "", false},
+		{"invalid UTF-8 in a string", "{\"sys\":6,\"topic\":\"t\",\"msg\":\"\xff\"}", CodeBadFrame, "", false},
+		{"invalid UTF-8 in an id", "{\"sys\":5,\"topic\":\"t\",\"id\":\"\xc3\"}", CodeBadFrame, "", false},
 		{"heartbeat is not a frame", `h`, CodeBadFrame, "", false},
 		{"not an object: array", `[{"sys":3}]`, CodeBadFrame, "", false},
 		{"not an object: string", `"sys"`, CodeBadFrame, "", false},
