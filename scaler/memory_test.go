@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/sss-go/sss/protocol"
 	"github.com/sss-go/sss/scaler"
+	"github.com/sss-go/sss/scaler/scalertest"
 )
 
 // rec records what a Handler receives.
@@ -174,4 +176,15 @@ func TestMemoryRetentionByCount(t *testing.T) {
 		t.Fatalf("since 2: %v %v", got, err)
 	}
 	ra.wait(t, "trimmed event", func(r *rec) bool { return r.hasEvent(scaler.EventTrimmed, "short") })
+}
+
+func TestConformance(t *testing.T) {
+	scalertest.Run(t, func(t *testing.T) func() scaler.Scaler {
+		b := scaler.NewMemoryBackend(scaler.MemoryOptions{
+			LeaseTTL:      300 * time.Millisecond,
+			CheckInterval: 50 * time.Millisecond,
+			Logger:        slog.New(slog.DiscardHandler),
+		})
+		return func() scaler.Scaler { return b.Instance() }
+	})
 }

@@ -1,0 +1,287 @@
+package mongoredis
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/sss-go/sss/protocol"
+	"github.com/sss-go/sss/scaler"
+)
+
+// The durable log lives in two collections:
+//
+//	<prefix>_pubs:     one document per publication
+//	                   {_id, ch, ep, seq, tp, m, t, ik}
+//	                   unique (ch, ep, seq): assigns sequence numbers
+//	                   unique (ch, ik): idempotency keys
+//	<prefix>_channels: one document per channel {_id: channel, ep, floor}
+//	                   ep is the current epoch, floor the highest seq ever
+//	                   trimmed (so a channel whose every publication was
+//	                   trimmed keeps its position).
+//
+// The only atomic primitive relied on is the unique index at insert time
+// (FerretDB has no transactions and no atomic updates).
+
+// pubDoc is a stored publication.
+type pubDoc struct {
+	ID    bson.ObjectID `bson:"_id"`
+	Ch    string        `bson:"ch"`
+	Epoch string        `bson:"ep"`
+	Seq   int64         `bson:"seq"`
+	Topic string        `bson:"tp"`
+	Msg   string        `bson:"m"`
+	Time  time.Time     `bson:"t"`
+	// Key is the idempotency key, or "#"+ID for publications without one
+	// (so that the unique (ch, ik) index holds for every document).
+	Key string `bson:"ik"`
+}
+
+// chanDoc is a channel's epoch and trim floor.
+type chanDoc struct {
+	Ch    string `bson:"_id"`
+	Epoch string `bson:"ep"`
+	Floor int64  `bson:"floor"`
+}
+
+const (
+	indexSeq = "sss_ch_ep_seq"
+	indexKey = "sss_ch_ik"
+)
+
+// mlog is the MongoDB side of the scaler.
+type mlog struct {
+	pubs  *mongo.Collection
+	chans *mongo.Collection
+}
+
+func newLog(db *mongo.Database, prefix string) *mlog {
+	return &mlog{pubs: db.Collection(prefix + "_pubs"), chans: db.Collection(prefix + "_channels")}
+}
+
+func (l *mlog) ensureIndexes(ctx context.Context) error {
+	_, err := l.pubs.Indexes().CreateMany(ctx, []mongo.IndexModel{
+		{Keys: bson.D{{Key: "ch", Value: 1}, {Key: "ep", Value: 1}, {Key: "seq", Value: 1}},
+			Options: options.Index().SetName(indexSeq).SetUnique(true)},
+		{Keys: bson.D{{Key: "ch", Value: 1}, {Key: "ik", Value: 1}},
+			Options: options.Index().SetName(indexKey).SetUnique(true)},
+	})
+	if err != nil {
+		return unavailable("create indexes", err)
+	}
+	return nil
+}
+
+// unavailable wraps a backend error so that it satisfies
+// errors.Is(err, scaler.ErrUnavailable).
+func unavailable(op string, err error) error {
+	if errors.Is(err, scaler.ErrUnavailable) {
+		return err
+	}
+	return fmt.Errorf("sss/mongoredis: %s: %w: %w", op, scaler.ErrUnavailable, err)
+}
+
+// channel reads the channel document; with create it makes one with a new
+// random epoch when there is none (two instances racing both end up with
+// the one that was inserted first).
+func (l *mlog) channel(ctx context.Context, ch string, create bool) (chanDoc, bool, error) {
+	for attempt := 0; ; attempt++ {
+		var d chanDoc
+		err := l.chans.FindOne(ctx, bson.D{{Key: "_id", Value: ch}}).Decode(&d)
+		if err == nil {
+			if !protocol.ValidEpoch(d.Epoch) || d.Floor < 0 {
+				return chanDoc{}, false, fmt.Errorf("%w: channel %q: bad channel document", ErrMalformed, ch)
+			}
+			return d, true, nil
+		}
+		if !errors.Is(err, mongo.ErrNoDocuments) {
+			return chanDoc{}, false, unavailable("read channel", err)
+		}
+		if !create {
+			return chanDoc{}, false, nil
+		}
+		if attempt > 3 {
+			return chanDoc{}, false, unavailable("create channel", errors.New("channel document keeps vanishing"))
+		}
+		d = chanDoc{Ch: ch, Epoch: protocol.NewEpoch()}
+		_, err = l.chans.InsertOne(ctx, d)
+		if err == nil {
+			return d, true, nil
+		}
+		if !mongo.IsDuplicateKeyError(err) {
+			return chanDoc{}, false, unavailable("create channel", err)
+		}
+		// Someone else created it: read theirs.
+	}
+}
+
+// maxSeq returns the highest stored seq of (ch, ep), 0 if none.
+func (l *mlog) maxSeq(ctx context.Context, ch, ep string) (uint64, error) {
+	var d struct {
+		Seq int64 `bson:"seq"`
+	}
+	err := l.pubs.FindOne(ctx, bson.D{{Key: "ch", Value: ch}, {Key: "ep", Value: ep}},
+		options.FindOne().SetSort(bson.D{{Key: "seq", Value: -1}}).SetProjection(bson.D{{Key: "seq", Value: 1}})).Decode(&d)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, unavailable("read position", err)
+	}
+	if d.Seq < 0 {
+		return 0, fmt.Errorf("%w: channel %q: negative seq", ErrMalformed, ch)
+	}
+	return uint64(d.Seq), nil
+}
+
+// position returns the channel's epoch, its position (highest seq stored
+// or trimmed) and its trim floor, creating the channel when asked to.
+func (l *mlog) position(ctx context.Context, ch string, create bool) (pos protocol.UID, floor uint64, found bool, err error) {
+	d, found, err := l.channel(ctx, ch, create)
+	if err != nil || !found {
+		return protocol.UID{}, 0, found, err
+	}
+	m, err := l.maxSeq(ctx, ch, d.Epoch)
+	if err != nil {
+		return protocol.UID{}, 0, true, err
+	}
+	floor = uint64(d.Floor)
+	return protocol.UID{Epoch: d.Epoch, Seq: max(m, floor)}, floor, true, nil
+}
+
+// readRange returns the stored publications of (ch, ep) with after < seq
+// (and seq < before when before > 0), ascending, at most limit (<= 0: all).
+func (l *mlog) readRange(ctx context.Context, ch, ep string, after, before uint64, limit int) ([]pubDoc, error) {
+	seq := bson.D{{Key: "$gt", Value: int64(after)}}
+	if before > 0 {
+		seq = append(seq, bson.E{Key: "$lt", Value: int64(before)})
+	}
+	opts := options.Find().SetSort(bson.D{{Key: "seq", Value: 1}})
+	if limit > 0 {
+		opts.SetLimit(int64(limit))
+	}
+	return l.find(ctx, bson.D{{Key: "ch", Value: ch}, {Key: "ep", Value: ep}, {Key: "seq", Value: seq}}, opts)
+}
+
+// newest returns the limit newest publications of (ch, ep), descending.
+func (l *mlog) newest(ctx context.Context, ch, ep string, limit int) ([]pubDoc, error) {
+	opts := options.Find().SetSort(bson.D{{Key: "seq", Value: -1}})
+	if limit > 0 {
+		opts.SetLimit(int64(limit))
+	}
+	return l.find(ctx, bson.D{{Key: "ch", Value: ch}, {Key: "ep", Value: ep}}, opts)
+}
+
+func (l *mlog) find(ctx context.Context, filter bson.D, opts *options.FindOptionsBuilder) ([]pubDoc, error) {
+	cur, err := l.pubs.Find(ctx, filter, opts)
+	if err != nil {
+		return nil, unavailable("read log", err)
+	}
+	var docs []pubDoc
+	if err := cur.All(ctx, &docs); err != nil {
+		return nil, unavailable("read log", err)
+	}
+	out := docs[:0]
+	for _, d := range docs {
+		if d.Seq > 0 {
+			out = append(out, d)
+		}
+	}
+	return out, nil
+}
+
+// findOne returns the publication matching filter, or found false.
+func (l *mlog) findOne(ctx context.Context, filter bson.D) (pubDoc, bool, error) {
+	var d pubDoc
+	err := l.pubs.FindOne(ctx, filter).Decode(&d)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return pubDoc{}, false, nil
+	}
+	if err != nil {
+		return pubDoc{}, false, unavailable("read log", err)
+	}
+	return d, true, nil
+}
+
+// raiseFloor records that every seq up to floor of (ch, ep) may be gone.
+// It runs before the deletion it announces.
+func (l *mlog) raiseFloor(ctx context.Context, ch, ep string, floor uint64) error {
+	_, err := l.chans.UpdateOne(ctx, bson.D{{Key: "_id", Value: ch}, {Key: "ep", Value: ep}},
+		bson.D{{Key: "$max", Value: bson.D{{Key: "floor", Value: int64(floor)}}}})
+	if err != nil {
+		return unavailable("trim", err)
+	}
+	return nil
+}
+
+// deleteUpTo removes the publications of (ch, ep) with seq <= upTo, after
+// raising the floor.
+func (l *mlog) deleteUpTo(ctx context.Context, ch, ep string, upTo uint64) (int64, error) {
+	if err := l.raiseFloor(ctx, ch, ep, upTo); err != nil {
+		return 0, err
+	}
+	res, err := l.pubs.DeleteMany(ctx, bson.D{{Key: "ch", Value: ch}, {Key: "ep", Value: ep},
+		{Key: "seq", Value: bson.D{{Key: "$lte", Value: int64(upTo)}}}})
+	if err != nil {
+		return 0, unavailable("trim", err)
+	}
+	return res.DeletedCount, nil
+}
+
+// deleteOtherEpochs removes publications of ch left from older epochs.
+func (l *mlog) deleteOtherEpochs(ctx context.Context, ch, ep string) (int64, error) {
+	res, err := l.pubs.DeleteMany(ctx, bson.D{{Key: "ch", Value: ch}, {Key: "ep", Value: bson.D{{Key: "$ne", Value: ep}}}})
+	if err != nil {
+		return 0, unavailable("trim", err)
+	}
+	return res.DeletedCount, nil
+}
+
+// reset starts a new epoch for ch and removes its history.
+func (l *mlog) reset(ctx context.Context, ch string) (string, error) {
+	ep := protocol.NewEpoch()
+	_, err := l.chans.UpdateOne(ctx, bson.D{{Key: "_id", Value: ch}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "ep", Value: ep}, {Key: "floor", Value: int64(0)}}}},
+		options.UpdateOne().SetUpsert(true))
+	if err != nil {
+		return "", unavailable("reset history", err)
+	}
+	if _, err := l.deleteOtherEpochs(ctx, ch, ep); err != nil {
+		return "", err
+	}
+	return ep, nil
+}
+
+// channels lists every channel document.
+func (l *mlog) channels(ctx context.Context) ([]chanDoc, error) {
+	cur, err := l.chans.Find(ctx, bson.D{})
+	if err != nil {
+		return nil, unavailable("list channels", err)
+	}
+	var docs []chanDoc
+	if err := cur.All(ctx, &docs); err != nil {
+		return nil, unavailable("list channels", err)
+	}
+	return docs, nil
+}
+
+// publication converts a stored document.
+func (d *pubDoc) publication() scaler.Publication {
+	msg := json.RawMessage(d.Msg)
+	if !json.Valid(msg) {
+		msg = json.RawMessage("null")
+	}
+	return scaler.Publication{
+		Channel: d.Ch,
+		UID:     protocol.UID{Epoch: d.Epoch, Seq: uint64(d.Seq)},
+		Topic:   d.Topic,
+		Msg:     msg,
+		Time:    d.Time,
+	}
+}
