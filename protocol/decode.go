@@ -92,17 +92,17 @@ func frame(data []byte, lim Limits, m *members) *DecodeError {
 		return &DecodeError{Code: CodeBadFrame, Detail: "frame of " + strconv.Itoa(len(data)) +
 			" bytes is over the limit of " + strconv.Itoa(lim.MaxFrameBytes), cause: ErrFrameTooLarge}
 	}
-	// The depth scan comes first: it is cheaper than validation and keeps
-	// deep input away from everything else.
-	if lim.MaxDepth > 0 && !depthOK(data, lim.MaxDepth) {
-		return &DecodeError{Code: CodeBadFrame, Detail: "nesting deeper than " + strconv.Itoa(lim.MaxDepth)}
-	}
 	// A text frame must be UTF-8 (RFC 6455); raw values are echoed and
 	// relayed verbatim, so invalid bytes would reach other clients.
 	if !utf8.Valid(data) {
 		return &DecodeError{Code: CodeBadFrame, Detail: "not UTF-8"}
 	}
-	if !json.Valid(data) {
+	// One pass checks the grammar and the depth together, so deep input
+	// costs no more than its length.
+	if valid, tooDeep := validate(data, lim.MaxDepth); !valid {
+		if tooDeep {
+			return &DecodeError{Code: CodeBadFrame, Detail: "nesting deeper than " + strconv.Itoa(lim.MaxDepth)}
+		}
 		return &DecodeError{Code: CodeBadFrame, Detail: "not JSON"}
 	}
 	if i := skipSpace(data, 0); data[i] != '{' {
@@ -204,7 +204,7 @@ func DecodeClient(data []byte, lim Limits) (*Message, error) {
 		msg.Subscriptions = subs
 		return msg, nil
 	}
-	return nil, &DecodeError{Code: CodeUnknownSys, Detail: "sys " + strconv.Itoa(int(sys)) + " is not a client request"}
+	return nil, &DecodeError{Code: CodeUnknownSys, Sys: sys, Detail: "sys " + strconv.Itoa(int(sys)) + " is not a client request"}
 }
 
 // decodeSyncEntries decodes a SYNC request's subscriptions. It returns a
@@ -362,7 +362,7 @@ func decodeServer(m *members) (*Message, error) {
 			return bad("reason must be a string")
 		}
 	default:
-		return nil, &DecodeError{Code: CodeUnknownSys, Detail: "sys " + strconv.Itoa(int(sys)) + " is not a server frame"}
+		return nil, &DecodeError{Code: CodeUnknownSys, Sys: sys, Detail: "sys " + strconv.Itoa(int(sys)) + " is not a server frame"}
 	}
 	return msg, nil
 }

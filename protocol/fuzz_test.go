@@ -7,7 +7,8 @@ import (
 	"testing"
 )
 
-// FuzzDecode checks that the decoders never panic, never modify their
+// FuzzDecode checks that the validator agrees with json.Valid, that the
+// decoders never panic, never modify their
 // input, fail only with *DecodeError and a bad-input code, and that a frame
 // DecodeClient accepts survives re-encoding with the client encoders: the
 // re-encoded frame is valid JSON and decodes to the same message.
@@ -19,6 +20,14 @@ func FuzzDecode(f *testing.F) {
 	lim := Limits{MaxFrameBytes: 4 << 10, MaxDepth: 8}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		orig := bytes.Clone(data)
+		// The hand-written validator agrees with encoding/json and with a
+		// plain bracket count.
+		if valid, _ := validate(data, -1); valid != json.Valid(data) {
+			t.Fatalf("validate = %v, json.Valid = %v for %q", valid, !valid, data)
+		}
+		if valid, tooDeep := validate(data, 4); json.Valid(data) && (valid == tooDeep || tooDeep == refDepthOK(data, 4)) {
+			t.Fatalf("validate(4) = %v, %v; refDepthOK = %v for %q", valid, tooDeep, refDepthOK(data, 4), data)
+		}
 		m, err := DecodeClient(data, lim)
 		checkDecodeErr(t, err)
 		if err == nil {

@@ -6,9 +6,8 @@ import (
 )
 
 // This file holds the byte scanners behind the decoders. They run on input
-// that json.Valid has already accepted (except depthOK, which runs first and
-// only counts brackets), so they can split an object into raw members with
-// one cheap pass and no reflection.
+// that validate has already accepted, so they can split an object into raw
+// members with one cheap pass and no reflection.
 
 // isSpace reports whether c is JSON insignificant whitespace.
 func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
@@ -19,38 +18,6 @@ func skipSpace(data []byte, i int) int {
 		i++
 	}
 	return i
-}
-
-// depthOK reports whether no object or array in data nests deeper than max
-// levels (the outermost value is level 1). Brackets inside strings do not
-// count. It does not validate anything else.
-func depthOK(data []byte, max int) bool {
-	depth := 0
-	inString := false
-	for i := 0; i < len(data); i++ {
-		c := data[i]
-		if inString {
-			switch c {
-			case '\\':
-				i++ // skip the escaped byte: \" must not end the string
-			case '"':
-				inString = false
-			}
-			continue
-		}
-		switch c {
-		case '"':
-			inString = true
-		case '{', '[':
-			depth++
-			if depth > max {
-				return false
-			}
-		case '}', ']':
-			depth--
-		}
-	}
-	return true
 }
 
 // stringEnd returns the index just past the closing quote of the string
