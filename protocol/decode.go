@@ -122,7 +122,7 @@ func badRequest(sys Sys, id []byte, detail string) *DecodeError {
 	return e
 }
 
-// optQuery returns a raw query/lastUid-like value: nil when absent or null.
+// optRaw returns an optional raw value: nil when absent or null.
 func optRaw(val []byte) json.RawMessage {
 	if val == nil || isNull(val) {
 		return nil

@@ -12,11 +12,13 @@
 //	var de *protocol.DecodeError
 //	switch {
 //	case errors.Is(err, protocol.ErrFrameTooLarge):
-//		// close with protocol.CloseTooLarge
-//	case errors.As(err, &de) && de.ID != nil && (de.Sys == protocol.SysAsk):
+//		// close with protocol.CloseTooLarge (1009)
+//	case errors.As(err, &de) && de.ID != nil && de.Sys == protocol.SysAsk:
 //		out = protocol.AppendResponseError(out, de.ID, de.Object())
+//	case errors.As(err, &de) && de.ID != nil && de.Sys == protocol.SysSubscribe:
+//		out = protocol.AppendSubscribeFail(out, de.ID, "", de.Object())
 //	case errors.As(err, &de):
-//		out = protocol.AppendErrorFrame(out, de.Object())
+//		out = protocol.AppendErrorFrame(out, de.Object()) // {"err":{...}}
 //	case m.Sys == protocol.SysAsk:
 //		out = protocol.AppendResponse(out, m.ID, answer(m.Topic, m.Msg))
 //	}

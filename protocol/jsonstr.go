@@ -63,17 +63,6 @@ func appendString(b []byte, s string) []byte {
 	return append(b, '"')
 }
 
-// appendKey appends ,"key": (or "key": right after an opening brace).
-// Keys are constants of this package and need no escaping.
-func appendKey(b []byte, key string) []byte {
-	if n := len(b); n > 0 && b[n-1] != '{' && b[n-1] != '[' {
-		b = append(b, ',')
-	}
-	b = append(b, '"')
-	b = append(b, key...)
-	return append(b, '"', ':')
-}
-
 // appendRaw appends a raw JSON value verbatim; nil or empty writes null.
 // The caller is responsible for raw being valid JSON.
 func appendRaw(b []byte, raw json.RawMessage) []byte {
