@@ -1,0 +1,250 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"path"
+	"time"
+
+	"github.com/sss-go/sss/protocol"
+)
+
+// Session is what a SessionParser returns for an accepted upgrade request.
+type Session struct {
+	// User is the session's user id; "" means no user (and no user
+	// channel). A non-empty User must satisfy protocol.ValidUserID.
+	User string
+	// SessionID identifies the session across reconnects; "" makes the
+	// server generate one (a random uuid).
+	SessionID string
+	// Values are per-socket values, read with Socket.Value.
+	Values map[string]any
+	// Info is a small JSON object attached to the socket's presence
+	// entries (scaler.Member.Info); nil means none.
+	Info json.RawMessage
+}
+
+// SessionParser runs on the upgrade request, on the HTTP handler's
+// goroutine. It returns the session of an accepted request, or an error to
+// refuse it: the upgrade then completes and the socket is closed at once
+// with 4001 and the error's message as reason (a *protocol.Error's Message,
+// else "refused"), or HTTP 403 is answered with Options.RefuseWithHTTP403.
+type SessionParser func(r *http.Request) (*Session, error)
+
+// SubscriptionParser decides a SUBSCRIBE or SYNC entry of a non-user
+// channel. It runs on the socket's reader goroutine. It returns nil to
+// accept (optionally with channel option overrides; nil keeps the options
+// of the channel's rule), a *protocol.Error to refuse (Code defaulted to
+// "refused"), or any other error, answered as "internal" and logged.
+type SubscriptionParser func(ctx context.Context, sock *Socket, channel string, query json.RawMessage) (*ChannelOptions, error)
+
+// AskHandler answers an ASK. It runs on a goroutine of its own; ctx is
+// cancelled when the socket closes. The result is marshalled with
+// encoding/json (a json.RawMessage goes verbatim; HTML is not escaped). An
+// error of type *protocol.Error goes to the client as is (Code "app_error"
+// if empty); any other error or a panic is answered "internal" and logged.
+type AskHandler func(ctx context.Context, sock *Socket, msg json.RawMessage) (any, error)
+
+// TellHandler receives a client TELL. It runs on the socket's reader
+// goroutine, so tells of one socket are handled in order; it should not
+// block for long (the socket reads nothing meanwhile). A panic is logged.
+type TellHandler func(ctx context.Context, sock *Socket, msg json.RawMessage)
+
+// ChannelOptions tunes the channels that match a rule.
+type ChannelOptions struct {
+	// Presence turns on "_presence" join/leave tells to the channel's
+	// subscribers on every instance.
+	Presence bool
+	// ClientPublish is reserved for applications (e.g. a tell handler that
+	// publishes); the server never publishes on its own.
+	ClientPublish bool
+	// MaxSubscribers bounds the sockets subscribed to the channel on this
+	// instance; 0 means unlimited.
+	MaxSubscribers int
+	// History is informational: retention belongs to the scaler.
+	History bool
+}
+
+// ChannelRule gives options to the channels whose name matches Pattern
+// (path.Match syntax).
+type ChannelRule struct {
+	Pattern string
+	Options ChannelOptions
+}
+
+// Options configures a Server. The zero value of each field means the
+// default given in its comment.
+type Options struct {
+	// SessionParser runs on every upgrade request; nil accepts all
+	// requests, with no user and a generated session id.
+	SessionParser SessionParser
+	// SubscriptionParser decides subscriptions; nil accepts every valid
+	// channel name.
+	SubscriptionParser SubscriptionParser
+	// Channels gives options by channel name pattern; the first match wins.
+	Channels []ChannelRule
+	// DefaultChannel are the options of channels no rule matches.
+	DefaultChannel ChannelOptions
+	// RefuseWithHTTP403 answers a refused session with HTTP 403 instead of
+	// completing the upgrade and closing with 4001.
+	RefuseWithHTTP403 bool
+	// CheckOrigin decides the Origin check; nil accepts requests without an
+	// Origin header, same-origin requests and AllowedOrigins.
+	CheckOrigin func(r *http.Request) bool
+	// AllowedOrigins are origins ("https://example.com") accepted by the
+	// default check besides same-origin ones; "*" accepts all.
+	AllowedOrigins []string
+	// HeartbeatInterval is the time between heartbeats. Default 30 s;
+	// negative turns heartbeats off.
+	HeartbeatInterval time.Duration
+	// HeartbeatThreshold is sent to clients as hbThreshold. Default 2.5 s.
+	HeartbeatThreshold time.Duration
+	// MaxFrameBytes bounds a client frame. Default 64 KiB.
+	MaxFrameBytes int
+	// MaxDepth bounds JSON nesting of a client frame. Default 32.
+	MaxDepth int
+	// MaxChannelLen bounds channel names. Default 200.
+	MaxChannelLen int
+	// MaxSubscriptions bounds the subscriptions of one socket. Default 1000.
+	MaxSubscriptions int
+	// BadFrameLimit is how many bad frames a socket may send per
+	// BadFrameWindow; the one past it gets its error, then close 1008.
+	// Default 10; negative means no limit.
+	BadFrameLimit int
+	// BadFrameWindow is the bad-frame counting window. Default 10 s.
+	BadFrameWindow time.Duration
+	// MaxConcurrentAsks bounds the asks a socket has running; beyond it an
+	// ask is answered "rate_limited". Default 64.
+	MaxConcurrentAsks int
+	// RateLimit bounds asks+tells+subscribes per second per socket
+	// (answered "rate_limited"). 0 means off.
+	RateLimit int
+	// SendQueueMessages bounds a socket's send queue in frames; overflow
+	// closes it with 4002. Default 1024.
+	SendQueueMessages int
+	// SendQueueBytes bounds a socket's send queue in bytes. Default 4 MiB.
+	SendQueueBytes int
+	// MaxRecovery is the most missed publications one SYNC entry may
+	// recover; beyond it the entry is not recoverable. Default 1000.
+	MaxRecovery int
+	// RecoveryWindow is how many recent publications the server keeps per
+	// live channel to answer SYNC without reading the scaler. Default 256;
+	// negative means none.
+	RecoveryWindow int
+	// BootGrace is how long a booted client has to close by itself before
+	// the server closes with 4001. Default 2 s.
+	BootGrace time.Duration
+	// ShutdownSpread is the period over which Shutdown closes sockets.
+	// Default 10 s; negative means all at once.
+	ShutdownSpread time.Duration
+	// ShutdownCloseCode is 1001 (default) or 1012.
+	ShutdownCloseCode int
+	// WriteTimeout bounds one batch of writes to a socket. Default 10 s.
+	WriteTimeout time.Duration
+	// EnableCompression negotiates permessage-deflate when a client offers
+	// it. Off by default (PROTOCOL.md).
+	EnableCompression bool
+	// OnOpen is called when a socket is open (after the upgrade), on the
+	// HTTP handler's goroutine. It must not block.
+	OnOpen func(sock *Socket)
+	// OnClose is called once per socket when it is gone, on its reader
+	// goroutine, with the close code and reason the server sent (or
+	// echoed); 1006 when the connection broke without a close frame.
+	OnClose func(sock *Socket, code int, reason string)
+	// OnSubscribe is called after a socket's subscription is granted.
+	OnSubscribe func(sock *Socket, channel string)
+	// OnUnsubscribe is called after a socket's subscription ends.
+	OnUnsubscribe func(sock *Socket, channel string)
+	// OnChannelOccupied is called when a channel gains its first
+	// subscriber on this instance.
+	OnChannelOccupied func(channel string)
+	// OnChannelVacated is called when a channel loses its last subscriber
+	// on this instance.
+	OnChannelVacated func(channel string)
+	// OnEvent receives metrics events. It is called from hot paths and
+	// must not block.
+	OnEvent func(e Event)
+	// Logger receives the server's logs; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// withDefaults returns o with every zero field set to its default, and
+// validates it.
+func (o Options) withDefaults() (Options, error) {
+	if o.HeartbeatInterval == 0 {
+		o.HeartbeatInterval = 30 * time.Second
+	}
+	if o.HeartbeatThreshold <= 0 {
+		o.HeartbeatThreshold = 2500 * time.Millisecond
+	}
+	if o.MaxFrameBytes <= 0 {
+		o.MaxFrameBytes = protocol.DefaultMaxFrameBytes
+	}
+	if o.MaxDepth <= 0 {
+		o.MaxDepth = protocol.DefaultMaxDepth
+	}
+	if o.MaxChannelLen <= 0 {
+		o.MaxChannelLen = protocol.DefaultMaxChannelLen
+	}
+	if o.MaxSubscriptions <= 0 {
+		o.MaxSubscriptions = 1000
+	}
+	if o.BadFrameLimit == 0 {
+		o.BadFrameLimit = 10
+	}
+	if o.BadFrameWindow <= 0 {
+		o.BadFrameWindow = 10 * time.Second
+	}
+	if o.MaxConcurrentAsks <= 0 {
+		o.MaxConcurrentAsks = 64
+	}
+	if o.SendQueueMessages <= 0 {
+		o.SendQueueMessages = 1024
+	}
+	if o.SendQueueBytes <= 0 {
+		o.SendQueueBytes = 4 << 20
+	}
+	if o.MaxRecovery <= 0 {
+		o.MaxRecovery = 1000
+	}
+	if o.RecoveryWindow == 0 {
+		o.RecoveryWindow = 256
+	}
+	if o.BootGrace <= 0 {
+		o.BootGrace = 2 * time.Second
+	}
+	if o.ShutdownSpread == 0 {
+		o.ShutdownSpread = 10 * time.Second
+	}
+	if o.ShutdownCloseCode == 0 {
+		o.ShutdownCloseCode = protocol.CloseGoingAway
+	}
+	if o.ShutdownCloseCode != protocol.CloseGoingAway && o.ShutdownCloseCode != protocol.CloseServiceRestart {
+		return o, fmt.Errorf("%w: ShutdownCloseCode must be 1001 or 1012, not %d", ErrBadOptions, o.ShutdownCloseCode)
+	}
+	if o.WriteTimeout <= 0 {
+		o.WriteTimeout = 10 * time.Second
+	}
+	for _, r := range o.Channels {
+		if _, err := path.Match(r.Pattern, ""); err != nil {
+			return o, fmt.Errorf("%w: channel pattern %q: %v", ErrBadOptions, r.Pattern, err)
+		}
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o, nil
+}
+
+// channelOptions returns the options of the first rule matching channel.
+func (o *Options) channelOptions(channel string) ChannelOptions {
+	for _, r := range o.Channels {
+		if ok, _ := path.Match(r.Pattern, channel); ok {
+			return r.Options
+		}
+	}
+	return o.DefaultChannel
+}

@@ -1,0 +1,104 @@
+package server
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+
+	"github.com/sss-go/sss/protocol"
+	"github.com/sss-go/sss/scaler"
+)
+
+// PublisherOptions configures a Publisher.
+type PublisherOptions struct {
+	// MaxChannelLen bounds channel names. Default 200.
+	MaxChannelLen int
+	// Logger receives logs; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Publisher publishes, broadcasts, boots and tells through a scaler from a
+// process that serves no sockets (a worker, a cron job, an admin tool).
+// Its methods are safe for concurrent use.
+type Publisher struct {
+	sc     scaler.Scaler
+	own    bool
+	maxLen int
+	log    *slog.Logger
+	once   sync.Once
+	err    error
+}
+
+// NewPublisher returns a Publisher using sc; nil sc makes an in-memory
+// scaler (useful in tests only), closed by Close.
+func NewPublisher(sc scaler.Scaler, opts PublisherOptions) (*Publisher, error) {
+	p := &Publisher{sc: sc, maxLen: opts.MaxChannelLen, log: opts.Logger}
+	if p.maxLen <= 0 {
+		p.maxLen = protocol.DefaultMaxChannelLen
+	}
+	if p.log == nil {
+		p.log = slog.Default()
+	}
+	if p.sc == nil {
+		p.sc = scaler.NewMemory(scaler.MemoryOptions{})
+		p.own = true
+	}
+	return p, nil
+}
+
+// Publish stores msg as a publication of channel on topic and returns its
+// uid once durable (see Server.Publish).
+func (p *Publisher) Publish(ctx context.Context, channel, topic string, msg any, idempotencyKey string) (protocol.UID, error) {
+	uid, _, err := publish(ctx, p.sc, p.maxLen, channel, topic, msg, idempotencyKey)
+	return uid, err
+}
+
+// Broadcast sends a BROADCAST to every socket on every instance.
+func (p *Publisher) Broadcast(ctx context.Context, topic string, msg any) error {
+	return tellControl(ctx, p.sc, scaler.ControlBroadcast, "", topic, msg)
+}
+
+// BootSocket boots one socket on whichever instance holds it.
+func (p *Publisher) BootSocket(ctx context.Context, socketID, reason string) error {
+	return control(ctx, p.sc, scaler.Control{Kind: scaler.ControlBootSocket, Target: socketID, Reason: protocol.TruncateReason(reason)})
+}
+
+// BootSession boots every socket of a session.
+func (p *Publisher) BootSession(ctx context.Context, sessionID, reason string) error {
+	return control(ctx, p.sc, scaler.Control{Kind: scaler.ControlBootSession, Target: sessionID, Reason: protocol.TruncateReason(reason)})
+}
+
+// BootUser boots every socket of a user.
+func (p *Publisher) BootUser(ctx context.Context, userID, reason string) error {
+	return control(ctx, p.sc, scaler.Control{Kind: scaler.ControlBootUser, Target: userID, Reason: protocol.TruncateReason(reason)})
+}
+
+// BootChannel removes every socket's subscription to channel.
+func (p *Publisher) BootChannel(ctx context.Context, channel string) error {
+	return control(ctx, p.sc, scaler.Control{Kind: scaler.ControlBootChannel, Target: channel})
+}
+
+// TellUser sends a TELL to every socket of a user.
+func (p *Publisher) TellUser(ctx context.Context, userID, topic string, msg any) error {
+	return tellControl(ctx, p.sc, scaler.ControlTellUser, userID, topic, msg)
+}
+
+// TellSession sends a TELL to every socket of a session.
+func (p *Publisher) TellSession(ctx context.Context, sessionID, topic string, msg any) error {
+	return tellControl(ctx, p.sc, scaler.ControlTellSession, sessionID, topic, msg)
+}
+
+// TellSocket sends a TELL to one socket.
+func (p *Publisher) TellSocket(ctx context.Context, socketID, topic string, msg any) error {
+	return tellControl(ctx, p.sc, scaler.ControlTellSocket, socketID, topic, msg)
+}
+
+// Close closes the scaler if NewPublisher created it. Idempotent.
+func (p *Publisher) Close(ctx context.Context) error {
+	p.once.Do(func() {
+		if p.own {
+			p.err = p.sc.Close(ctx)
+		}
+	})
+	return p.err
+}

@@ -1,0 +1,551 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/sss-go/sss/protocol"
+)
+
+// Socket is one client connection. Its methods are safe for concurrent use.
+type Socket struct {
+	srv       *Server
+	id        string
+	user      string
+	sessionID string
+	values    map[string]any
+	info      json.RawMessage
+	req       *http.Request
+	ws        *websocket.Conn
+	nc        net.Conn
+	compress  bool
+	ctx       context.Context
+	cancel    context.CancelFunc
+
+	hbOutstanding atomic.Bool  // an "h" was sent and not answered
+	slow          atomic.Int32 // >0 while holds or exclusions exist
+	begun         atomic.Bool
+	opened        time.Time
+
+	closeOnce sync.Once
+	connGone  chan struct{} // closed once the TCP connection is closed
+
+	mu          sync.Mutex
+	q           []outItem
+	spare       []outItem
+	qBytes      int
+	writing     bool
+	hbDue       bool
+	pong        []byte
+	closing     bool // a close frame is queued (or the socket is gone)
+	dead        bool // the connection is closed
+	closeCode   int
+	closeReason string
+	holds       map[string]*hold
+	heldN       int
+	excl        map[string][]protocol.UID
+	subs        map[string]ChannelOptions
+	asks        map[string]struct{}
+	bootTimer   *time.Timer
+
+	// reader-goroutine state
+	badCount int
+	badStart time.Time
+	rateN    int
+	rateT    time.Time
+}
+
+// hold parks a channel's deliveries while a reply of that channel, or a
+// publish excluding this socket, is in progress.
+type hold struct {
+	count int
+	buf   []*pubFrame
+}
+
+// ID returns the socket's id (a random uuid), unique across instances.
+func (s *Socket) ID() string { return s.id }
+
+// User returns the session's user id, "" when none.
+func (s *Socket) User() string { return s.user }
+
+// SessionID returns the session id.
+func (s *Socket) SessionID() string { return s.sessionID }
+
+// Value returns a per-socket value set by the session parser.
+func (s *Socket) Value(key string) any { return s.values[key] }
+
+// Request returns the upgrade request (headers, cookies, URL). Do not read
+// its Body.
+func (s *Socket) Request() *http.Request { return s.req }
+
+// Tell sends a TELL frame to this socket. msg is marshalled with
+// encoding/json (json.RawMessage verbatim).
+func (s *Socket) Tell(topic string, msg any) error {
+	raw, err := marshalMsg(msg)
+	if err != nil {
+		return err
+	}
+	if !s.sendText(protocol.AppendTell(nil, topic, raw)) {
+		return ErrSocketClosed
+	}
+	return nil
+}
+
+// Subscriptions returns the channels the socket is subscribed to, sorted.
+func (s *Socket) Subscriptions() []string {
+	s.mu.Lock()
+	out := make([]string, 0, len(s.subs))
+	for c := range s.subs {
+		out = append(out, c)
+	}
+	s.mu.Unlock()
+	sort.Strings(out)
+	return out
+}
+
+// Close sends a close frame with code and reason (at most 123 bytes) after
+// the frames already queued, then closes the connection.
+func (s *Socket) Close(code int, reason string) {
+	s.mu.Lock()
+	s.closeLocked(code, reason)
+	s.mu.Unlock()
+}
+
+// subscribed reports whether the socket holds channel.
+func (s *Socket) subscribed(channel string) bool {
+	s.mu.Lock()
+	_, ok := s.subs[channel]
+	s.mu.Unlock()
+	return ok
+}
+
+// closeConn closes the TCP connection once.
+func (s *Socket) closeConn() {
+	s.closeOnce.Do(func() {
+		_ = s.nc.Close()
+		close(s.connGone)
+	})
+}
+
+// deliver hands a publication of a channel the socket is subscribed to.
+// Called by the hub under the channel's lock, in uid order.
+func (s *Socket) deliver(pf *pubFrame) {
+	if s.slow.Load() == 0 {
+		s.enqueue(outItem{pf: pf, op: opText})
+		return
+	}
+	s.mu.Lock()
+	if h := s.holds[pf.channel]; h != nil {
+		if !s.closing {
+			if len(s.q)+s.heldN >= s.srv.opts.SendQueueMessages {
+				s.overflowLocked()
+			} else {
+				h.buf = append(h.buf, pf)
+				s.heldN++
+			}
+		}
+	} else {
+		s.deliverExclLocked(pf)
+	}
+	s.mu.Unlock()
+}
+
+// deliverExclLocked queues pf, or an UPDATESUB in its place when the
+// socket published it excluding itself.
+func (s *Socket) deliverExclLocked(pf *pubFrame) {
+	if ex := s.excl[pf.channel]; len(ex) > 0 {
+		hit := false
+		kept := ex[:0]
+		for _, u := range ex {
+			switch {
+			case u == pf.uid:
+				hit = true
+			case u.Epoch == pf.uid.Epoch && u.Seq > pf.uid.Seq:
+				kept = append(kept, u) // still to come
+			}
+		}
+		if len(kept) == 0 {
+			delete(s.excl, pf.channel)
+			s.updateSlowLocked()
+		} else {
+			s.excl[pf.channel] = kept
+		}
+		if hit {
+			s.enqueueLocked(outItem{data: protocol.AppendUpdateSub(nil, pf.channel, pf.uid), op: opText})
+			return
+		}
+	}
+	s.enqueueLocked(outItem{pf: pf, op: opText})
+}
+
+func (s *Socket) updateSlowLocked() {
+	s.slow.Store(int32(len(s.holds) + len(s.excl)))
+}
+
+// holdLocked parks channel's deliveries until releaseLocked.
+func (s *Socket) holdLocked(channel string) {
+	if s.holds == nil {
+		s.holds = make(map[string]*hold)
+	}
+	h := s.holds[channel]
+	if h == nil {
+		h = &hold{}
+		s.holds[channel] = h
+	}
+	h.count++
+	s.updateSlowLocked()
+}
+
+func (s *Socket) hold(channel string) {
+	s.mu.Lock()
+	s.holdLocked(channel)
+	s.mu.Unlock()
+}
+
+// releaseLocked undoes one holdLocked; the last release queues the parked
+// publications in order, dropping those at or before dropTo (when set).
+func (s *Socket) releaseLocked(channel string, dropTo *protocol.UID) {
+	h := s.holds[channel]
+	if h == nil {
+		return
+	}
+	h.count--
+	if h.count > 0 {
+		return
+	}
+	delete(s.holds, channel)
+	s.updateSlowLocked()
+	s.heldN -= len(h.buf)
+	for _, pf := range h.buf {
+		if dropTo != nil && pf.uid.Epoch == dropTo.Epoch && pf.uid.Seq <= dropTo.Seq {
+			continue
+		}
+		s.deliverExclLocked(pf)
+	}
+}
+
+func (s *Socket) release(channel string, dropTo *protocol.UID) {
+	s.mu.Lock()
+	s.releaseLocked(channel, dropTo)
+	s.mu.Unlock()
+}
+
+// readLoop is the socket's reader goroutine.
+func (s *Socket) readLoop() {
+	defer s.srv.work.done()
+	code, reason := 0, ""
+	for {
+		mt, r, err := s.ws.NextReader()
+		if err != nil {
+			var ce *websocket.CloseError
+			if errors.As(err, &ce) {
+				code, reason = ce.Code, ce.Text
+			}
+			break
+		}
+		if mt == websocket.BinaryMessage {
+			s.Close(protocol.CloseUnsupportedData, "binary frames are not supported")
+			_, _ = io.Copy(io.Discard, io.LimitReader(r, int64(s.srv.opts.MaxFrameBytes)))
+			continue
+		}
+		data, tooBig, err := readLimited(r, s.srv.opts.MaxFrameBytes)
+		if err != nil {
+			break
+		}
+		if tooBig {
+			s.Close(protocol.CloseTooLarge, "frame too large")
+			continue
+		}
+		if s.isClosing() {
+			continue
+		}
+		s.handle(data)
+	}
+	s.finish(code, reason)
+}
+
+// readLimited reads a whole message of at most max bytes.
+func readLimited(r io.Reader, max int) (data []byte, tooBig bool, err error) {
+	data = make([]byte, 0, 256)
+	for {
+		if len(data) == cap(data) {
+			if len(data) > max {
+				return nil, true, nil
+			}
+			data = append(data, 0)[:len(data)]
+		}
+		n, err := r.Read(data[len(data):cap(data)])
+		data = data[:len(data)+n]
+		if len(data) > max {
+			return nil, true, nil
+		}
+		if err == io.EOF {
+			return data, false, nil
+		}
+		if err != nil {
+			return nil, false, err
+		}
+	}
+}
+
+func (s *Socket) isClosing() bool {
+	s.mu.Lock()
+	c := s.closing
+	s.mu.Unlock()
+	return c
+}
+
+// finish runs once the reader is done: the socket leaves everything.
+func (s *Socket) finish(code int, reason string) {
+	s.mu.Lock()
+	wasClosing := s.closing
+	if !s.closing {
+		// The connection broke without a close frame.
+		s.closing = true
+		s.closeCode = websocket.CloseAbnormalClosure
+		s.closeReason = ""
+	}
+	sentCode, sentReason := s.closeCode, s.closeReason
+	if s.bootTimer != nil {
+		s.bootTimer.Stop()
+	}
+	s.mu.Unlock()
+	_ = code
+	_ = reason
+	if wasClosing {
+		// Let the writer send the close frame; it closes the connection.
+		t := time.NewTimer(s.srv.opts.WriteTimeout)
+		select {
+		case <-s.connGone:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	s.closeConn()
+	s.cancel()
+	s.srv.removeSocket(s)
+	if s.srv.opts.OnClose != nil {
+		s.srv.opts.OnClose(s, sentCode, sentReason)
+	}
+}
+
+// badFrame counts a bad frame and reports whether the limit is passed.
+func (s *Socket) badFrame() bool {
+	s.srv.stats.badFrames.Add(1)
+	lim := s.srv.opts.BadFrameLimit
+	if lim < 0 {
+		return false
+	}
+	now := time.Now()
+	if now.Sub(s.badStart) > s.srv.opts.BadFrameWindow {
+		s.badStart = now
+		s.badCount = 0
+	}
+	s.badCount++
+	return s.badCount > lim
+}
+
+// rateLimited counts a request against Options.RateLimit.
+func (s *Socket) rateLimited() bool {
+	lim := s.srv.opts.RateLimit
+	if lim <= 0 {
+		return false
+	}
+	now := time.Now()
+	if now.Sub(s.rateT) >= time.Second {
+		s.rateT = now
+		s.rateN = 0
+	}
+	s.rateN++
+	return s.rateN > lim
+}
+
+// handle dispatches one client frame (reader goroutine).
+func (s *Socket) handle(data []byte) {
+	if len(data) == 1 && data[0] == 'h' {
+		s.hbOutstanding.Store(false)
+		return
+	}
+	msg, err := protocol.DecodeClient(data, protocol.Limits{
+		MaxFrameBytes: s.srv.opts.MaxFrameBytes,
+		MaxDepth:      s.srv.opts.MaxDepth,
+		MaxChannelLen: s.srv.opts.MaxChannelLen,
+	})
+	if err != nil {
+		s.badInput(err)
+		return
+	}
+	switch msg.Sys {
+	case protocol.SysBegin:
+		s.handleBegin()
+	case protocol.SysSubscribe:
+		if s.rateLimited() {
+			s.sendText(protocol.AppendSubscribeFail(nil, msg.ID, msg.Channel, protocol.NewError(protocol.CodeRateLimited, "too many requests")))
+			return
+		}
+		s.handleSubscribe(msg)
+	case protocol.SysUnsubscribe:
+		s.handleUnsubscribe(msg.Channel)
+	case protocol.SysSync:
+		s.handleSync(msg)
+	case protocol.SysAsk:
+		s.handleAsk(msg)
+	case protocol.SysTell:
+		s.handleTell(msg)
+	}
+}
+
+// badInput answers a frame DecodeClient refused.
+func (s *Socket) badInput(err error) {
+	var de *protocol.DecodeError
+	if !errors.As(err, &de) {
+		de = &protocol.DecodeError{Code: protocol.CodeBadFrame, Detail: "bad frame"}
+	}
+	e := protocol.NewError(de.Code, de.Detail)
+	var frame []byte
+	switch {
+	case de.ID != nil && de.Sys == protocol.SysSubscribe:
+		frame = protocol.AppendSubscribeFail(nil, de.ID, "", e)
+	case de.ID != nil && de.Sys == protocol.SysAsk:
+		frame = protocol.AppendResponseError(nil, de.ID, e)
+	default:
+		frame = protocol.AppendErrorFrame(nil, e)
+	}
+	over := s.badFrame()
+	s.srv.emit(Event{Kind: EventBadFrame, Socket: s.id, Err: err})
+	s.mu.Lock()
+	s.enqueueLocked(outItem{data: frame, op: opText})
+	if over {
+		s.closeLocked(protocol.ClosePolicyViolation, "too many bad frames")
+	}
+	s.mu.Unlock()
+}
+
+// handleBegin answers BEGIN, granting the user channel.
+func (s *Socket) handleBegin() {
+	s.startHeartbeats()
+	prot := s.srv.prot()
+	if s.user == "" {
+		s.sendText(protocol.AppendBeginReply(nil, prot, "", protocol.UID{}))
+		return
+	}
+	uc := protocol.UserChannel(s.user)
+	err := s.srv.subscribeSocket(s.ctx, s, uc, ChannelOptions{}, func(_ *hubChannel, pos protocol.UID) {
+		s.enqueueLocked(outItem{data: protocol.AppendBeginReply(nil, prot, uc, pos), op: opText})
+	})
+	if err != nil {
+		s.srv.log.Warn("sss: user channel subscribe failed", "socket", s.id, "user", s.user, "err", err)
+		s.Close(protocol.CloseTryAgainLater, "backend unavailable")
+	}
+}
+
+// startHeartbeats registers the socket with the heartbeat wheel once.
+func (s *Socket) startHeartbeats() {
+	if s.begun.Swap(true) {
+		return
+	}
+	if s.srv.wheel != nil {
+		s.srv.wheel.add(s)
+	}
+}
+
+func (s *Socket) handleUnsubscribe(channel string) {
+	if !s.subscribed(channel) {
+		return
+	}
+	s.srv.unsubscribeSocket(s.ctx, s, channel)
+}
+
+// handleAsk starts an ask handler on its own goroutine.
+func (s *Socket) handleAsk(msg *protocol.Message) {
+	key := string(msg.ID)
+	s.mu.Lock()
+	if _, dup := s.asks[key]; dup {
+		s.closeLocked(protocol.ClosePolicyViolation, "reused outstanding id")
+		s.mu.Unlock()
+		return
+	}
+	if len(s.asks) >= s.srv.opts.MaxConcurrentAsks || s.rateLimited() {
+		s.enqueueLocked(outItem{data: protocol.AppendResponseError(nil, msg.ID, protocol.NewError(protocol.CodeRateLimited, "too many asks")), op: opText})
+		s.mu.Unlock()
+		return
+	}
+	h := s.srv.askHandler(msg.Topic)
+	if h == nil {
+		s.enqueueLocked(outItem{data: protocol.AppendResponseError(nil, msg.ID, protocol.NewError(protocol.CodeUnknownTopic, "no handler for topic "+msg.Topic)), op: opText})
+		s.mu.Unlock()
+		return
+	}
+	s.srv.work.add(true)
+	if s.asks == nil {
+		s.asks = make(map[string]struct{})
+	}
+	s.asks[key] = struct{}{}
+	s.mu.Unlock()
+	body := msg.Msg
+	if body == nil {
+		body = json.RawMessage("null")
+	}
+	go s.runAsk(h, msg.Topic, msg.ID, body)
+}
+
+// runAsk runs one ask handler and answers exactly once.
+func (s *Socket) runAsk(h AskHandler, topic string, id, body json.RawMessage) {
+	defer s.srv.work.done()
+	frame := s.callAsk(h, topic, id, body)
+	s.mu.Lock()
+	delete(s.asks, string(id))
+	s.enqueueLocked(outItem{data: frame, op: opText})
+	s.mu.Unlock()
+}
+
+func (s *Socket) callAsk(h AskHandler, topic string, id, body json.RawMessage) (frame []byte) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.srv.log.Error("sss: ask handler panicked", "socket", s.id, "topic", topic, "panic", p)
+			frame = protocol.AppendResponseError(nil, id, protocol.ErrInternal())
+		}
+	}()
+	res, err := h(s.ctx, s, body)
+	if err != nil {
+		return protocol.AppendResponseError(nil, id, s.srv.appError(err, protocol.CodeAppError, "ask", topic, s))
+	}
+	raw, err := marshalMsg(res)
+	if err != nil {
+		s.srv.log.Error("sss: ask result not encodable", "socket", s.id, "topic", topic, "err", err)
+		return protocol.AppendResponseError(nil, id, protocol.ErrInternal())
+	}
+	return protocol.AppendResponse(nil, id, raw)
+}
+
+// handleTell runs a tell handler on the reader goroutine.
+func (s *Socket) handleTell(msg *protocol.Message) {
+	if s.rateLimited() {
+		s.sendText(protocol.AppendErrorFrame(nil, protocol.NewError(protocol.CodeRateLimited, "too many tells")))
+		return
+	}
+	h := s.srv.tellHandler(msg.Topic)
+	if h == nil {
+		s.sendText(protocol.AppendErrorFrame(nil, protocol.NewError(protocol.CodeUnknownTopic, "no handler for topic "+msg.Topic)))
+		return
+	}
+	body := msg.Msg
+	if body == nil {
+		body = json.RawMessage("null")
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			s.srv.log.Error("sss: tell handler panicked", "socket", s.id, "topic", msg.Topic, "panic", p)
+		}
+	}()
+	h(s.ctx, s, body)
+}

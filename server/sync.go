@@ -1,0 +1,239 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+
+	"github.com/sss-go/sss/protocol"
+	"github.com/sss-go/sss/scaler"
+)
+
+// subscription checks common to SUBSCRIBE and SYNC entries. It returns the
+// channel's options, or the error object refusing it.
+func (s *Socket) checkChannel(ctx context.Context, channel string, query json.RawMessage, subCount int) (ChannelOptions, bool, *protocol.Error) {
+	if protocol.ReservedChannel(channel) {
+		if s.user != "" && channel == protocol.UserChannel(s.user) {
+			return ChannelOptions{}, s.subscribedCount(channel), nil
+		}
+		if _, ok := protocol.UserFromChannel(channel); ok {
+			return ChannelOptions{}, false, protocol.NewError(protocol.CodeForbidden, "not this session's user channel")
+		}
+		return ChannelOptions{}, false, protocol.NewError(protocol.CodeReservedChannel, "channel names beginning with _ are reserved")
+	}
+	if !protocol.ValidChannel(channel, s.srv.opts.MaxChannelLen) {
+		return ChannelOptions{}, false, protocol.NewError(protocol.CodeBadChannel, "invalid channel name")
+	}
+	already := s.subscribedCount(channel)
+	if already {
+		s.mu.Lock()
+		co := s.subs[channel]
+		s.mu.Unlock()
+		return co, true, nil
+	}
+	if subCount >= s.srv.opts.MaxSubscriptions {
+		return ChannelOptions{}, false, protocol.NewError(protocol.CodeTooManySubscriptions, "subscription limit reached")
+	}
+	co := s.srv.opts.channelOptions(channel)
+	if p := s.srv.opts.SubscriptionParser; p != nil {
+		o, err := s.parse(ctx, p, channel, query)
+		if err != nil {
+			return co, false, s.srv.appError(err, protocol.CodeRefused, "subscription parser", channel, s)
+		}
+		if o != nil {
+			co = *o
+		}
+	}
+	return co, false, nil
+}
+
+// parse runs the subscription parser, recovering a panic.
+func (s *Socket) parse(ctx context.Context, p SubscriptionParser, channel string, query json.RawMessage) (o *ChannelOptions, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.srv.log.Error("sss: subscription parser panicked", "socket", s.id, "channel", channel, "panic", r)
+			o, err = nil, protocol.ErrInternal()
+		}
+	}()
+	return p(ctx, s, channel, query)
+}
+
+func (s *Socket) subscribedCount(channel string) bool { return s.subscribed(channel) }
+
+func (s *Socket) numSubs() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.subs)
+}
+
+// joinError maps a hub join failure to a wire error; unavailable is true
+// when the backend cannot answer now.
+func joinError(err error) (e *protocol.Error, unavailable bool) {
+	if errors.Is(err, errChannelFull) {
+		return protocol.NewError(protocol.CodeTooManySubscriptions, "channel is full"), false
+	}
+	return protocol.NewError(protocol.CodeUnavailable, "backend unavailable, retry later"), true
+}
+
+// handleSubscribe answers SUBSCRIBE (reader goroutine).
+func (s *Socket) handleSubscribe(msg *protocol.Message) {
+	channel := msg.Channel
+	co, _, perr := s.checkChannel(s.ctx, channel, msg.Query, s.numSubs())
+	if perr != nil {
+		s.sendText(protocol.AppendSubscribeFail(nil, msg.ID, channel, perr))
+		return
+	}
+	err := s.srv.subscribeSocket(s.ctx, s, channel, co, func(_ *hubChannel, pos protocol.UID) {
+		s.enqueueLocked(outItem{data: protocol.AppendSubscribeOK(nil, msg.ID, channel, pos), op: opText})
+	})
+	if err != nil {
+		e, _ := joinError(err)
+		if !errors.Is(err, errChannelFull) {
+			s.srv.log.Warn("sss: subscribe failed", "socket", s.id, "channel", channel, "err", err)
+		}
+		s.sendText(protocol.AppendSubscribeFail(nil, msg.ID, channel, e))
+	}
+}
+
+// syncRelease is what a SYNC reply releases after it is queued.
+type syncRelease struct {
+	channel   string
+	pos       protocol.UID
+	updateSub bool
+}
+
+// handleSync answers SYNC (PROTOCOL.md, "Recovery"). Each accepted channel
+// is held (its live frames parked) from before the socket joins it until
+// the reply is queued; then an UPDATESUB is queued for the channels not
+// recovered and the parked frames after the position are released.
+func (s *Socket) handleSync(msg *protocol.Message) {
+	s.startHeartbeats()
+	ctx := s.ctx
+	n := len(msg.Subscriptions)
+	results := make([]protocol.SyncResult, 0, n)
+	var records [][]byte
+	rels := make([]syncRelease, 0, n)
+	seen := make(map[string]struct{}, n)
+	count := s.numSubs()
+	fail := func() {
+		s.mu.Lock()
+		for _, r := range rels {
+			s.releaseLocked(r.channel, nil)
+		}
+		s.closeLocked(protocol.CloseTryAgainLater, "backend unavailable")
+		s.mu.Unlock()
+	}
+	for _, e := range msg.Subscriptions {
+		channel := e.Channel
+		if _, dup := seen[channel]; dup {
+			continue
+		}
+		seen[channel] = struct{}{}
+		co, already, perr := s.checkChannel(ctx, channel, e.Query, count)
+		if perr != nil {
+			results = append(results, protocol.SyncResult{Channel: channel, Err: perr})
+			continue
+		}
+		var last protocol.UID
+		recoverable := e.HasUID
+		if recoverable {
+			var err error
+			if last, err = protocol.ParseUID(e.LastUID); err != nil {
+				recoverable = false
+			}
+		}
+		maxRec := uint64(s.srv.opts.MaxRecovery)
+		var pos protocol.UID
+		var fromWin []*pubFrame
+		winOK := false
+		s.hold(channel)
+		err := s.srv.subscribeSocket(ctx, s, channel, co, func(ch *hubChannel, p protocol.UID) {
+			pos = p
+			if recoverable && last.Epoch == p.Epoch && last.Seq <= p.Seq && p.Seq-last.Seq <= maxRec {
+				if last.Seq == p.Seq {
+					winOK = true
+				} else {
+					fromWin, winOK = ch.win.since(last)
+				}
+			}
+		})
+		if err != nil {
+			jerr, unavailable := joinError(err)
+			if unavailable {
+				s.release(channel, nil)
+				s.srv.log.Warn("sss: sync subscribe failed", "socket", s.id, "channel", channel, "err", err)
+				fail()
+				return
+			}
+			s.release(channel, nil)
+			results = append(results, protocol.SyncResult{Channel: channel, Err: jerr})
+			continue
+		}
+		if !already {
+			count++
+		}
+		rel := syncRelease{channel: channel, pos: pos}
+		ok := false
+		switch {
+		case winOK:
+			for _, pf := range fromWin {
+				if pf.uid.Seq <= pos.Seq {
+					records = append(records, pf.data)
+				}
+			}
+			ok = true
+		case recoverable && last.Epoch == pos.Epoch && last.Seq < pos.Seq && pos.Seq-last.Seq <= maxRec:
+			want := pos.Seq - last.Seq
+			pubs, err := s.srv.sc.Since(ctx, channel, last, int(want))
+			if err != nil && !errors.Is(err, scaler.ErrNotRecoverable) {
+				rels = append(rels, rel)
+				s.srv.log.Warn("sss: sync history read failed", "socket", s.id, "channel", channel, "err", err)
+				fail()
+				return
+			}
+			if err == nil && contiguous(pubs, last, want) {
+				for _, p := range pubs[:want] {
+					records = append(records, newPubFrame(p).data)
+				}
+				ok = true
+			}
+		}
+		if ok {
+			results = append(results, protocol.SyncResult{Channel: channel, OK: true})
+		} else {
+			rel.updateSub = true
+			results = append(results, protocol.SyncResult{Channel: channel,
+				Err: protocol.ErrNotRecoverable("missed publications cannot be recovered")})
+		}
+		rels = append(rels, rel)
+	}
+	if records == nil {
+		records = [][]byte{}
+	}
+	reply := protocol.AppendSyncReply(nil, msg.ID, results, records)
+	s.mu.Lock()
+	s.enqueueLocked(outItem{data: reply, op: opText})
+	for _, r := range rels {
+		if r.updateSub {
+			s.enqueueLocked(outItem{data: protocol.AppendUpdateSub(nil, r.channel, r.pos), op: opText})
+		}
+		pos := r.pos
+		s.releaseLocked(r.channel, &pos)
+	}
+	s.mu.Unlock()
+}
+
+// contiguous reports whether pubs start right after `after` and hold at
+// least want publications with consecutive seqs.
+func contiguous(pubs []scaler.Publication, after protocol.UID, want uint64) bool {
+	if uint64(len(pubs)) < want {
+		return false
+	}
+	for i := uint64(0); i < want; i++ {
+		u := pubs[i].UID
+		if u.Epoch != after.Epoch || u.Seq != after.Seq+1+i {
+			return false
+		}
+	}
+	return true
+}
