@@ -6,12 +6,14 @@
 # Environment:
 #   SSS_FUZZTIME   duration of each fuzz run (default 10s; 0 skips fuzzing)
 #   SSS_TEST_TIMEOUT  go test -timeout (default 15m)
+#   SSS_TEST_PKGS  packages to vet and test (default ./...; CI uses the default)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 root="$(pwd)"
 fuzztime="${SSS_FUZZTIME:-10s}"
 timeout="${SSS_TEST_TIMEOUT:-15m}"
+read -r -a pkgs <<<"${SSS_TEST_PKGS:-./...}"
 
 section() { printf '\n==== %s ====\n' "$*"; }
 fail() { printf '\nFAIL: %s\n' "$*" >&2; exit 1; }
@@ -47,12 +49,12 @@ if [ -n "$unformatted" ]; then
 fi
 echo "ok"
 
-section "go vet ./..."
-go vet ./... || fail "go vet"
+section "go vet ${pkgs[*]}"
+go vet "${pkgs[@]}" || fail "go vet"
 echo "ok"
 
-section "go test -race -count=1 -timeout $timeout ./..."
-go test -race -count=1 -timeout "$timeout" ./... || fail "go test"
+section "go test -race -count=1 -timeout $timeout ${pkgs[*]}"
+go test -race -count=1 -timeout "$timeout" "${pkgs[@]}" || fail "go test"
 
 section "fuzz (${fuzztime} each)"
 if [ "$fuzztime" = "0" ]; then

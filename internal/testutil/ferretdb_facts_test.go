@@ -80,11 +80,12 @@ func TestFerretUniqueIndexRejectsDuplicate(t *testing.T) {
 
 // Fact 2: findOneAndUpdate with $inc and upsert, called concurrently, is
 // NOT atomic on FerretDB: increments are lost (several calls return the
-// same value) and racing upserts may fail with a duplicate key error. On
-// MongoDB it is atomic. Whether a given run loses increments depends on
-// scheduling, so the test asserts only what holds either way (no other
-// errors, values within range, the counter never exceeds the successful
-// calls) and logs the measured loss; mongoredis must not use $inc counters.
+// same value, and a stale write can even move the counter backwards), and
+// racing upserts may fail with a duplicate key error. On MongoDB it is
+// atomic. How much a run loses depends on scheduling, so the test asserts
+// only what holds either way (no other errors; values and the final counter
+// within [1, calls made]) and logs the measured loss. mongoredis must not
+// rely on $inc counters.
 func TestFerretIncUpsertNotAtomic(t *testing.T) {
 	CheckLeaks(t)
 	ctx, c := factsColl(t)
@@ -133,13 +134,15 @@ func TestFerretIncUpsertNotAtomic(t *testing.T) {
 	ok := int64(goroutines*calls) - dups.Load()
 	repeated := 0
 	for v, n := range values {
-		if v < 1 || v > doc.N {
-			t.Fatalf("a call returned %d, outside [1, final %d]", v, doc.N)
+		// Not "v <= final": a stale read-modify-write can even move the
+		// counter back below a value already returned (seen: 119, final 116).
+		if v < 1 || v > goroutines*calls {
+			t.Fatalf("a call returned %d, outside [1, %d calls]", v, goroutines*calls)
 		}
 		repeated += n - 1
 	}
-	if doc.N > ok {
-		t.Fatalf("final counter %d > %d successful increments", doc.N, ok)
+	if doc.N < 1 || doc.N > goroutines*calls {
+		t.Fatalf("final counter %d outside [1, %d calls]", doc.N, goroutines*calls)
 	}
 	t.Logf("FerretDB $inc upsert, %d goroutines x %d: %d ok, %d duplicate-key errors, %d distinct values, %d repeated, final %d, lost %d",
 		goroutines, calls, ok, dups.Load(), len(values), repeated, doc.N, ok-doc.N)
