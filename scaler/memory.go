@@ -325,6 +325,9 @@ var (
 type memSub struct {
 	channel string
 	dead    atomic.Bool
+	// pending counts relayed publications queued but not yet handled: the
+	// position check leaves a stream with a backlog alone.
+	pending atomic.Int64
 
 	epoch string // stream position: epoch and last delivered seq
 	last  uint64
@@ -373,7 +376,7 @@ func (m *Memory) Start(ctx context.Context, h Handler) error {
 	b.leases[m.id] = time.Now().Add(b.opts.LeaseTTL)
 	b.mu.Unlock()
 	go m.run(h)
-	m.log.Info("memory scaler started")
+	m.log.Debug("memory scaler started")
 	return nil
 }
 
@@ -495,6 +498,7 @@ func (m *Memory) relay(s *memSub, p Publication) {
 			delete(m.timers, t)
 			m.mu.Unlock()
 			if live {
+				s.pending.Add(1)
 				m.enqueue(memItem{sub: s, pub: p})
 			}
 		})
@@ -503,6 +507,7 @@ func (m *Memory) relay(s *memSub, p Publication) {
 		return
 	}
 	m.mu.Unlock()
+	s.pending.Add(1)
 	m.enqueue(memItem{sub: s, pub: p})
 }
 
@@ -682,7 +687,7 @@ func (m *Memory) Close(ctx context.Context) error {
 		return fmt.Errorf("sss/scaler: close: %w", ctx.Err())
 	}
 	if first {
-		m.log.Info("memory scaler closed")
+		m.log.Debug("memory scaler closed")
 	}
 	return nil
 }

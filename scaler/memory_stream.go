@@ -64,6 +64,7 @@ func (m *Memory) drain(h Handler) {
 				}
 			case it.sub != nil:
 				m.relayed(h, it.sub, it.pub)
+				it.sub.pending.Add(-1)
 			}
 			q[i] = memItem{}
 		}
@@ -165,7 +166,9 @@ func (m *Memory) reset(h Handler, s *memSub, err error) {
 // checkPositions compares every stream with its channel's position: a
 // publication already visible at the previous check and still not
 // delivered was lost by the relay (typically the last one, which no later
-// publication reveals), so it is read from the log.
+// publication reveals), so it is read from the log. A stream with relayed
+// publications still queued is behind, not missing anything: it is left
+// alone (a hole in what is queued shows as a seq gap).
 func (m *Memory) checkPositions(h Handler) {
 	m.mu.Lock()
 	subs := make([]*memSub, 0, len(m.subs))
@@ -178,6 +181,10 @@ func (m *Memory) checkPositions(h Handler) {
 			continue
 		}
 		v := m.b.view(s.channel, "", 0, 0) // position only
+		if s.pending.Load() > 0 {
+			s.seen = v.last
+			continue
+		}
 		if v.epoch != s.epoch || s.last < s.seen {
 			m.advance(h, s, 0)
 		}

@@ -188,3 +188,299 @@ func TestConformance(t *testing.T) {
 		return func() scaler.Scaler { return b.Instance() }
 	})
 }
+
+func quietBackend(o scaler.MemoryOptions) *scaler.MemoryBackend {
+	o.Logger = slog.New(slog.DiscardHandler)
+	if o.CheckInterval == 0 {
+		o.CheckInterval = 20 * time.Millisecond
+	}
+	if o.LeaseTTL == 0 {
+		o.LeaseTTL = 300 * time.Millisecond
+	}
+	return scaler.NewMemoryBackend(o)
+}
+
+func TestMemoryLifecycleErrors(t *testing.T) {
+	ctx := context.Background()
+	m := quietBackend(scaler.MemoryOptions{}).Instance()
+	if _, err := m.Subscribe(ctx, "c"); !errors.Is(err, scaler.ErrNotStarted) {
+		t.Errorf("Subscribe before Start = %v, want ErrNotStarted", err)
+	}
+	if err := m.Join(ctx, "c", scaler.Member{ID: "x"}); !errors.Is(err, scaler.ErrNotStarted) {
+		t.Errorf("Join before Start = %v, want ErrNotStarted", err)
+	}
+	if err := m.AddUser(ctx, "u"); !errors.Is(err, scaler.ErrNotStarted) {
+		t.Errorf("AddUser before Start = %v, want ErrNotStarted", err)
+	}
+	if err := m.Health(ctx); !errors.Is(err, scaler.ErrUnavailable) {
+		t.Errorf("Health before Start = %v, want ErrUnavailable", err)
+	}
+	// A publish-only instance works without Start.
+	if uid, err := m.Publish(ctx, "c", "t", nil, scaler.PublishOptions{}); err != nil || uid.Seq != 1 {
+		t.Errorf("Publish without Start = %v, %v", uid, err)
+	}
+	if h, _ := m.History(ctx, "c", 0); len(h) != 1 || string(h[0].Msg) != "null" {
+		t.Errorf("a nil payload is stored as %q, want null", h)
+	}
+	if _, err := m.Publish(ctx, "c", "t", json.RawMessage(`{"a":`), scaler.PublishOptions{}); !errors.Is(err, scaler.ErrBadPayload) {
+		t.Errorf("Publish of invalid JSON = %v, want ErrBadPayload", err)
+	}
+	if err := m.Start(ctx, scaler.Handler{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Start(ctx, scaler.Handler{}); !errors.Is(err, scaler.ErrStarted) {
+		t.Errorf("second Start = %v, want ErrStarted", err)
+	}
+	if err := m.Health(ctx); err != nil {
+		t.Errorf("Health after Start = %v", err)
+	}
+	if err := m.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Start(ctx, scaler.Handler{}); !errors.Is(err, scaler.ErrClosed) {
+		t.Errorf("Start after Close = %v, want ErrClosed", err)
+	}
+	if err := m.Health(ctx); !errors.Is(err, scaler.ErrClosed) {
+		t.Errorf("Health after Close = %v, want ErrClosed", err)
+	}
+}
+
+func TestMemoryStreamResetOnTrimmedGap(t *testing.T) {
+	ctx := context.Background()
+	b := quietBackend(scaler.MemoryOptions{CheckInterval: time.Hour})
+	a, _ := start(t, b)
+	c, rc := start(t, b)
+	pos, _ := c.Subscribe(ctx, "ch")
+	c.DropNextRelay("ch")
+	u1, _ := a.Publish(ctx, "ch", "t", msg(1), scaler.PublishOptions{})
+	if err := a.Trim(ctx, "ch", u1.Seq); err != nil {
+		t.Fatal(err)
+	}
+	u2, _ := a.Publish(ctx, "ch", "t", msg(2), scaler.PublishOptions{})
+	rc.wait(t, "seq 2", func(r *rec) bool { return len(r.pubs["ch"]) == 1 })
+	rc.wait(t, "gap lost event", func(r *rec) bool { return r.hasEvent(scaler.EventGapLost, "ch") })
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if len(rc.resets) != 1 || rc.resets[0].pos != u1 || !errors.Is(rc.resets[0].err, scaler.ErrTrimmed) || rc.resets[0].channel != "ch" {
+		t.Fatalf("resets = %+v, want one to %v with ErrTrimmed", rc.resets, u1)
+	}
+	if rc.pubs["ch"][0].UID != u2 || pos.Seq != 0 {
+		t.Fatalf("delivered %v, want %v", rc.pubs["ch"][0].UID, u2)
+	}
+}
+
+func TestMemoryGapFilledEvent(t *testing.T) {
+	ctx := context.Background()
+	b := quietBackend(scaler.MemoryOptions{CheckInterval: time.Hour})
+	a, _ := start(t, b)
+	c, rc := start(t, b)
+	c.Subscribe(ctx, "ch")
+	c.DropNextRelay("ch")
+	c.DropNextRelay("ch")
+	for i := 1; i <= 3; i++ {
+		a.Publish(ctx, "ch", "t", msg(i), scaler.PublishOptions{})
+	}
+	rc.wait(t, "3 publications", func(r *rec) bool { return len(r.pubs["ch"]) == 3 })
+	rc.wait(t, "gap filled event", func(r *rec) bool { return r.hasEvent(scaler.EventGapFilled, "ch") })
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	for _, e := range rc.events {
+		if e.Kind == scaler.EventGapFilled && e.Count != 2 {
+			t.Errorf("gap filled count = %d, want 2", e.Count)
+		}
+	}
+	for i, p := range rc.pubs["ch"] {
+		if p.UID.Seq != uint64(i+1) {
+			t.Fatalf("pub %d has seq %d", i, p.UID.Seq)
+		}
+	}
+}
+
+func TestMemoryResetFoundByCheck(t *testing.T) {
+	ctx := context.Background()
+	b := quietBackend(scaler.MemoryOptions{})
+	a, _ := start(t, b)
+	c, rc := start(t, b)
+	c.Subscribe(ctx, "ch")
+	if err := a.ResetHistory(ctx, "ch"); err != nil {
+		t.Fatal(err)
+	}
+	pos, _ := a.Position(ctx, "ch")
+	// No publication follows: the position check alone must notice.
+	rc.wait(t, "reset", func(r *rec) bool { return len(r.resets) == 1 })
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if rc.resets[0].pos != pos || !errors.Is(rc.resets[0].err, scaler.ErrEpochChanged) {
+		t.Fatalf("reset = %+v, want to %v with ErrEpochChanged", rc.resets[0], pos)
+	}
+}
+
+func TestMemoryRetention(t *testing.T) {
+	ctx := context.Background()
+	b := quietBackend(scaler.MemoryOptions{Retention: func(ch string) scaler.Retention {
+		switch ch {
+		case "aged":
+			return scaler.Retention{MaxAge: 30 * time.Millisecond}
+		case "none":
+			return scaler.Retention{MaxCount: -1}
+		}
+		return scaler.Retention{}
+	}})
+	a, ra := start(t, b)
+	c, rc := start(t, b)
+	c.Subscribe(ctx, "none")
+	for i := 1; i <= 3; i++ {
+		for _, ch := range []string{"aged", "none"} {
+			if _, err := a.Publish(ctx, ch, "t", msg(i), scaler.PublishOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// Nothing kept, yet the live stream delivers everything.
+	rc.wait(t, "3 on none", func(r *rec) bool { return len(r.pubs["none"]) == 3 })
+	if h, _ := a.History(ctx, "none", 0); len(h) != 0 {
+		t.Errorf("History of a MaxCount<0 channel = %d publications", len(h))
+	}
+	pos, _ := a.Position(ctx, "none")
+	if _, err := a.Since(ctx, "none", protocol.UID{Epoch: pos.Epoch, Seq: 2}, 0); !errors.Is(err, scaler.ErrTrimmed) {
+		t.Errorf("Since into nothing kept = %v, want ErrTrimmed", err)
+	}
+	if got, err := a.Since(ctx, "none", pos, 0); err != nil || len(got) != 0 {
+		t.Errorf("Since(position) = %v, %v", got, err)
+	}
+	// The periodic trimmer removes aged publications with no publish or
+	// read to trigger it.
+	// Both instances run the trimmer; each reports what it removed.
+	trimmed := func(r *rec) int {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		n := 0
+		for _, e := range r.events {
+			if e.Kind == scaler.EventTrimmed && e.Channel == "aged" {
+				n += e.Count
+			}
+		}
+		return n
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for trimmed(ra)+trimmed(rc) != 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("trimmed events count %d, want 3", trimmed(ra)+trimmed(rc))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if h, _ := a.History(ctx, "aged", 0); len(h) != 0 {
+		t.Errorf("History after MaxAge = %d publications", len(h))
+	}
+}
+
+func TestMemoryIdempotencyWindow(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name   string
+		window time.Duration
+	}{{"expires", 30 * time.Millisecond}, {"disabled", -1}} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := quietBackend(scaler.MemoryOptions{IdempotencyWindow: tc.window}).Instance()
+			key := scaler.PublishOptions{IdempotencyKey: "k"}
+			u1, _ := m.Publish(ctx, "c", "t", msg(1), key)
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				u, err := m.Publish(ctx, "c", "t", msg(1), key)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if u != u1 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("idempotency key never expired")
+				}
+			}
+			if h, _ := m.History(ctx, "c", 0); len(h) != 2 {
+				t.Fatalf("History = %d publications, want 2", len(h))
+			}
+		})
+	}
+}
+
+func TestMemoryHealthFollowsLease(t *testing.T) {
+	ctx := context.Background()
+	b := quietBackend(scaler.MemoryOptions{LeaseTTL: 90 * time.Millisecond})
+	a, _ := start(t, b)
+	a.PauseLease()
+	deadline := time.Now().Add(10 * time.Second)
+	for a.Health(ctx) == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("Health stayed nil with the lease paused")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := a.Health(ctx); !errors.Is(err, scaler.ErrUnavailable) {
+		t.Fatalf("Health = %v, want ErrUnavailable", err)
+	}
+	a.ResumeLease()
+	for a.Health(ctx) != nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("Health after ResumeLease = %v", a.Health(ctx))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A Handler may call back into the scaler: no lock is held around it.
+func TestMemoryHandlerReentry(t *testing.T) {
+	ctx := context.Background()
+	b := quietBackend(scaler.MemoryOptions{})
+	m := b.Instance()
+	done := make(chan error, 1)
+	err := m.Start(ctx, scaler.Handler{Publication: func(p scaler.Publication) {
+		if p.Channel != "in" {
+			done <- nil
+			return
+		}
+		if _, err := m.Subscribe(ctx, "out"); err != nil {
+			done <- err
+			return
+		}
+		if _, err := m.Publish(ctx, "out", "t", p.Msg, scaler.PublishOptions{}); err != nil {
+			done <- err
+		}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close(ctx)
+	m.Subscribe(ctx, "in")
+	m.Publish(ctx, "in", "t", msg(1), scaler.PublishOptions{})
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("publication from inside the handler never arrived")
+	}
+}
+
+func TestMemoryCloseStopsDelayedRelays(t *testing.T) {
+	ctx := context.Background()
+	b := quietBackend(scaler.MemoryOptions{})
+	a, _ := start(t, b)
+	c := b.Instance()
+	if err := c.Start(ctx, scaler.Handler{}); err != nil {
+		t.Fatal(err)
+	}
+	c.Subscribe(ctx, "ch")
+	c.DelayNextRelay("ch", time.Hour)
+	a.Publish(ctx, "ch", "t", msg(1), scaler.PublishOptions{})
+	if err := c.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Close(ctx); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if _, err := c.Publish(ctx, "ch", "t", msg(1), scaler.PublishOptions{}); !errors.Is(err, scaler.ErrClosed) {
+		t.Fatalf("Publish after Close = %v", err)
+	}
+}
