@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -547,6 +548,9 @@ func (c *Client) handle(cn *conn, m *protocol.Message) {
 		cn.sendClose(protocol.CloseBooted, m.Reason)
 	case 0:
 		if m.Err != nil {
+			if name, ok := bootedChannel(m.Err); ok {
+				c.channelBooted(name, m.Err)
+			}
 			err := serverError("server", "", m.Err, nil)
 			c.disp.push(func() {
 				c.mu.Lock()
@@ -559,6 +563,42 @@ func (c *Client) handle(cn *conn, m *protocol.Message) {
 		}
 	default:
 		c.log.Debug("sss/client: frame ignored", "sys", int(m.Sys))
+	}
+}
+
+// The sss server tells a socket it removed from a channel with an error
+// frame of code "channel_booted" whose message ends with the channel's name
+// (server.BootChannel; the wire has no unsubscribe notice).
+const (
+	codeChannelBooted   = "channel_booted"
+	channelBootedPrefix = "removed from channel "
+)
+
+func bootedChannel(e *protocol.Error) (string, bool) {
+	if e.Code != codeChannelBooted || !strings.HasPrefix(e.Message, channelBootedPrefix) {
+		return "", false
+	}
+	name := strings.TrimPrefix(e.Message, channelBootedPrefix)
+	return name, name != ""
+}
+
+// channelBooted ends every subscription to a channel the server removed
+// the client from; the channel is left out of later SYNCs.
+func (c *Client) channelBooted(name string, perr *protocol.Error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ch := c.channels[name]
+	if ch == nil {
+		return
+	}
+	err := serverError("server", name, perr, ErrChannelBooted)
+	for _, s := range ch.subs {
+		s.setStatusLocked(SubUnsubscribed, err)
+	}
+	ch.subs = nil
+	delete(c.channels, name)
+	if ch.user {
+		c.userSub = nil
 	}
 }
 

@@ -40,6 +40,10 @@ var (
 	// ErrReservedChannel: Subscribe was given an empty name or one that
 	// begins with '_' (reserved for the system, PROTOCOL.md "Channels").
 	ErrReservedChannel = errors.New("sss/client: reserved or empty channel name")
+	// ErrChannelBooted: the server removed the client from a channel
+	// (server.BootChannel); the subscription ends SubUnsubscribed and the
+	// channel is not re-synchronised.
+	ErrChannelBooted = errors.New("sss/client: removed from the channel by the server")
 	// ErrBadReply: the server sent a reply the client could not use (for
 	// example a response that does not decode into the reply value).
 	ErrBadReply = errors.New("sss/client: bad reply")

@@ -296,3 +296,83 @@ func TestReconnectGivesUp(t *testing.T) {
 		})
 	}
 }
+
+// TestBootChannel: server.BootChannel ends the channel's subscriptions
+// (SubUnsubscribed, ErrChannelBooted), and the channel is not
+// re-synchronised after a reconnection.
+func TestBootChannel(t *testing.T) {
+	testutil.CheckLeaks(t)
+	s := startServer(t, nil, serverOpts())
+	px := testutil.NewProxy(t, s.addr)
+	c := dial(t, "ws://"+px.Addr+"/", clientOpts())
+	ctx := ctxT(t)
+	gone, err := c.Subscribe(ctx, "gone", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept, err := c.Subscribe(ctx, "kept", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ended := make(chan error, 2)
+	gone.OnStatusChange(func(st, old client.SubStatus, err error) {
+		if st == client.SubUnsubscribed {
+			ended <- err
+		}
+	})
+	if err := s.srv.BootChannel(ctx, "gone"); err != nil {
+		t.Fatal(err)
+	}
+	if err := recv(t, ended, "channel boot"); !errors.Is(err, client.ErrChannelBooted) {
+		t.Errorf("status error %v, want ErrChannelBooted", err)
+	}
+	px.CutAll()
+	testutil.WaitFor(t, wait, func() bool { return c.Stats().Reconnects == 1 && c.Status() == client.StatusReady }, "reconnection")
+	if chs := s.srv.Channels(); len(chs) != 1 || chs[0] != "kept" {
+		t.Errorf("server channels %v after resync, want [kept]", chs)
+	}
+	if kept.Status() != client.SubActive {
+		t.Errorf("kept status %v", kept.Status())
+	}
+}
+
+// TestSubscribeAbandoned: a Subscribe whose context ends before the reply
+// leaves no server subscription behind once the reply comes.
+func TestSubscribeAbandoned(t *testing.T) {
+	testutil.CheckLeaks(t)
+	entered := make(chan struct{}, 1)
+	release := make(chan struct{})
+	opts := serverOpts()
+	opts.SubscriptionParser = func(ctx context.Context, sock *server.Socket, channel string, query json.RawMessage) (*server.ChannelOptions, error) {
+		if channel == "slow" {
+			entered <- struct{}{}
+			<-release
+		}
+		return nil, nil
+	}
+	unsubscribed := make(chan string, 4)
+	opts.OnUnsubscribe = func(sock *server.Socket, channel string) { unsubscribed <- channel }
+	s := startServer(t, nil, opts)
+	c := dial(t, s.url(""), clientOpts())
+	sctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Subscribe(sctx, "slow", nil)
+		errc <- err
+	}()
+	recv(t, entered, "parser")
+	cancel()
+	if err := recv(t, errc, "Subscribe"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Subscribe = %v, want context.Canceled", err)
+	}
+	close(release)
+	// The late grant is undone by an UNSUBSCRIBE.
+	if ch := recv(t, unsubscribed, "unsubscribe of the late grant"); ch != "slow" {
+		t.Errorf("server unsubscribed %q", ch)
+	}
+	testutil.WaitFor(t, wait, func() bool { return len(s.srv.Channels()) == 0 }, "no channel left")
+	sub, err := c.Subscribe(ctxT(t), "other", nil)
+	if err != nil || sub.Status() != client.SubActive {
+		t.Fatalf("Subscribe after abandon: %v", err)
+	}
+}

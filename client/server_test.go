@@ -10,7 +10,9 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/cookiejar"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -590,4 +592,52 @@ func TestDialRefused(t *testing.T) {
 // deadAddr returns a loopback address where nothing listens.
 func deadAddr(t *testing.T) string {
 	return "127.0.0.1:" + strconv.Itoa(testutil.FreePort(t))
+}
+
+// TestDialOptions: headers, cookies (Jar) and TLS reach the session parser.
+func TestDialOptions(t *testing.T) {
+	testutil.CheckLeaks(t)
+	opts := serverOpts()
+	opts.SessionParser = func(r *http.Request) (*server.Session, error) {
+		sid := ""
+		if ck, err := r.Cookie("sid"); err == nil {
+			sid = ck.Value
+		}
+		return &server.Session{User: r.Header.Get("X-User"), SessionID: sid}, nil
+	}
+	srv, err := server.New(nil, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.HandleAsk("whoami", func(ctx context.Context, sock *server.Socket, msg json.RawMessage) (any, error) {
+		return sock.User() + "/" + sock.SessionID(), nil
+	})
+	ts := httptest.NewTLSServer(srv)
+	t.Cleanup(func() {
+		_ = srv.Shutdown(context.Background())
+		ts.Close()
+	})
+	u, _ := url.Parse(ts.URL)
+	jar, _ := cookiejar.New(nil)
+	jar.SetCookies(u, []*http.Cookie{{Name: "sid", Value: "sess-42"}})
+	co := clientOpts()
+	co.Header = http.Header{"X-User": {"frank"}}
+	co.Jar = jar
+	co.TLSConfig = ts.Client().Transport.(*http.Transport).TLSClientConfig
+	c := dial(t, "wss://"+u.Host+"/", co)
+	var who string
+	if err := c.Ask(ctxT(t), "whoami", nil, &who); err != nil {
+		t.Fatal(err)
+	}
+	if who != "frank/sess-42" {
+		t.Errorf("server saw %q, want frank/sess-42", who)
+	}
+	if us := c.UserSubscription(); us == nil || us.Channel() != protocol.UserChannel("frank") {
+		t.Errorf("user subscription %v", us)
+	}
+	t.Run("bad scheme", func(t *testing.T) {
+		if _, err := client.Dial(ctxT(t), "http://"+u.Host+"/", co); err == nil {
+			t.Error("Dial accepted an http:// URL")
+		}
+	})
 }

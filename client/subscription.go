@@ -146,7 +146,7 @@ func (s *Subscription) Unsubscribe() {
 		c.mu.Unlock()
 		return
 	}
-	c.writeUnlock(cn, protocol.AppendUnsubscribe(nil, ch.name))
+	_ = c.writeUnlock(cn, protocol.AppendUnsubscribe(nil, ch.name))
 }
 
 // writeUnlock writes b on cn, taking cn's write lock before releasing
@@ -273,10 +273,22 @@ func (c *Client) subscribeReply(cn *conn, m *protocol.Message) {
 		c.mu.Unlock()
 		return
 	}
-	if p.abandoned || c.channels[p.channel] != nil {
+	if ch := c.channels[p.channel]; ch != nil {
+		// Held already (not expected: one SUBSCRIBE per channel is in
+		// flight and only while no subscription exists): share it.
+		p.sub = newSubscription(c, ch)
+		if !p.abandoned {
+			ch.subs = append(ch.subs, p.sub)
+		}
+		close(p.done)
+		c.mu.Unlock()
+		return
+	}
+	if p.abandoned {
+		// The caller gave up: undo the server subscription.
 		p.fail(context.Canceled)
-		if c.channels[p.channel] == nil && c.cur == cn {
-			c.writeUnlock(cn, protocol.AppendUnsubscribe(nil, p.channel))
+		if c.cur == cn {
+			_ = c.writeUnlock(cn, protocol.AppendUnsubscribe(nil, p.channel))
 			return
 		}
 		c.mu.Unlock()
