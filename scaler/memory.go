@@ -55,7 +55,10 @@ type MemoryOptions struct {
 	LeaseTTL time.Duration
 	// CheckInterval is the period of each started instance's position
 	// check (which finds a lost last publication) and of the age trimmer.
-	// Zero means 1 s.
+	// The trimmer also forgets channels that keep nothing, have no
+	// subscriber and saw no publish or subscribe for longer than their
+	// MaxAge (when it is positive); such a channel starts a new epoch
+	// when used again. Zero means 1 s.
 	CheckInterval time.Duration
 	// Logger receives the scaler's logs; nil means slog.Default().
 	Logger *slog.Logger
@@ -122,6 +125,7 @@ type memChannel struct {
 	subs     map[*Memory]*memSub
 	idem     map[string]memIdem
 	idemFIFO []memIdem
+	touched  time.Time // creation, last publish, last (un)subscribe
 }
 
 func (c *memChannel) first() uint64 { return c.seq - uint64(len(c.log)) + 1 }
@@ -188,9 +192,10 @@ func (b *MemoryBackend) channelLocked(channel string) *memChannel {
 		}
 	}
 	c = &memChannel{
-		epoch: protocol.NewEpoch(),
-		ret:   ret,
-		subs:  make(map[*Memory]*memSub),
+		epoch:   protocol.NewEpoch(),
+		ret:     ret,
+		subs:    make(map[*Memory]*memSub),
+		touched: time.Now(),
 	}
 	b.channels[channel] = c
 	return c
@@ -287,8 +292,9 @@ type Memory struct {
 	id  string
 	log *slog.Logger
 
-	// Guarded by b.mu.
+	// Guarded by b.mu; running mirrors started for lock-free readers.
 	started bool
+	running atomic.Bool
 	closed  atomic.Bool // written under b.mu
 	h       Handler
 
@@ -372,6 +378,7 @@ func (m *Memory) Start(ctx context.Context, h Handler) error {
 		return fmt.Errorf("sss/scaler: start: %w", ErrStarted)
 	}
 	m.started = true
+	m.running.Store(true)
 	m.h = h
 	b.leases[m.id] = time.Now().Add(b.opts.LeaseTTL)
 	b.mu.Unlock()
@@ -396,6 +403,7 @@ func (m *Memory) Subscribe(ctx context.Context, channel string) (protocol.UID, e
 		return protocol.UID{}, fmt.Errorf("sss/scaler: subscribe %q: %w", channel, ErrNotStarted)
 	}
 	c := b.channelLocked(channel)
+	c.touched = time.Now()
 	if _, ok := c.subs[m]; !ok {
 		s := &memSub{channel: channel, epoch: c.epoch, last: c.seq, seen: c.seq}
 		c.subs[m] = s
@@ -418,6 +426,7 @@ func (m *Memory) Unsubscribe(ctx context.Context, channel string) error {
 		if s := c.subs[m]; s != nil {
 			s.dead.Store(true)
 			delete(c.subs, m)
+			c.touched = time.Now()
 		}
 	}
 	m.mu.Lock()
@@ -455,6 +464,7 @@ func (m *Memory) Publish(ctx context.Context, channel, topic string, msg json.Ra
 		}
 	}
 	c.seq++
+	c.touched = now
 	p := Publication{Channel: channel, UID: c.pos(), Topic: topic, Msg: msg, Time: now}
 	c.log = append(c.log, p)
 	if useKey {
@@ -528,6 +538,9 @@ func (m *Memory) enqueue(it memItem) {
 
 // emit queues an event for the handler, if the instance is started.
 func (m *Memory) emit(e Event) {
+	if !m.running.Load() {
+		return
+	}
 	if e.Time.IsZero() {
 		e.Time = time.Now()
 	}
@@ -611,6 +624,9 @@ func (m *Memory) Control(ctx context.Context, msg Control) error {
 		return err
 	}
 	msg.Origin = m.id
+	if msg.Msg != nil {
+		msg.Msg = append(json.RawMessage(nil), msg.Msg...)
+	}
 	if msg.Member != nil {
 		mb := *msg.Member
 		msg.Member = &mb

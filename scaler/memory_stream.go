@@ -196,7 +196,7 @@ func (m *Memory) checkPositions(h Handler) {
 }
 
 // trimAged applies retention to every channel (age limits need time, not
-// publications, to pass).
+// publications, to pass) and forgets idle channels that keep nothing.
 func (m *Memory) trimAged(h Handler) {
 	b := m.b
 	now := time.Now()
@@ -205,6 +205,11 @@ func (m *Memory) trimAged(h Handler) {
 	for name, c := range b.channels {
 		if n := trimLocked(c, now); n > 0 {
 			evs = append(evs, Event{Kind: EventTrimmed, Channel: name, Count: n, Time: now})
+		}
+		b.expireIdemLocked(c, now)
+		if len(c.log) == 0 && len(c.subs) == 0 && len(c.idem) == 0 &&
+			c.ret.MaxAge > 0 && now.Sub(c.touched) > c.ret.MaxAge {
+			delete(b.channels, name)
 		}
 	}
 	b.mu.Unlock()

@@ -372,6 +372,24 @@ func TestMemoryRetention(t *testing.T) {
 	if h, _ := a.History(ctx, "aged", 0); len(h) != 0 {
 		t.Errorf("History after MaxAge = %d publications", len(h))
 	}
+	// An idle channel that keeps nothing is forgotten: its next use
+	// starts a new epoch, and Since from the old one says so.
+	old, _ := a.Position(ctx, "aged")
+	for {
+		if time.Now().After(deadline) {
+			t.Fatal("idle channel never forgotten")
+		}
+		if p, _ := a.Position(ctx, "aged"); p.Epoch != old.Epoch {
+			if p.Seq != 0 {
+				t.Fatalf("forgotten channel's position = %v", p)
+			}
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := a.Since(ctx, "aged", old, 0); !errors.Is(err, scaler.ErrEpochChanged) {
+		t.Fatalf("Since(old epoch) = %v", err)
+	}
 }
 
 func TestMemoryIdempotencyWindow(t *testing.T) {
