@@ -10,7 +10,9 @@
 //   - StartMongo and SharedMongo: the FerretDB program of internal/ferretdb
 //     (a MongoDB wire-compatible server on SQLite), built on first use into
 //     <module root>/.bin/sss-ferretdb, with DBName giving each test its own
-//     database;
+//     database. An existing .bin/sss-ferretdb is used as is: ./scripts/test.sh
+//     rebuilds it every run; after changing internal/ferretdb without the
+//     script, delete it;
 //   - NewProxy: a fault-injecting TCP proxy (cut, blackhole, delay, pause);
 //   - CheckLeaks, VerifyNoLeaks and Main: goroutine-leak checks.
 //

@@ -1,7 +1,11 @@
 package testutil
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"os"
+	"os/exec"
 	"runtime"
 	"strings"
 	"sync"
@@ -125,4 +129,39 @@ type fatalTB struct {
 func (f *fatalTB) Fatalf(s string, a ...any) {
 	*f.fatal = fmt.Sprintf(s, a...)
 	runtime.Goexit()
+}
+
+// envLeakChild makes TestLeakyChild leak a goroutine; it is set only when
+// TestVerifyNoLeaksFailsBinary runs this test binary as a child.
+const envLeakChild = "SSS_TESTUTIL_LEAK_CHILD"
+
+var leakForever = make(chan struct{})
+
+func leakyChildWorker() { <-leakForever }
+
+func TestLeakyChild(t *testing.T) {
+	if os.Getenv(envLeakChild) != "1" {
+		t.Skip("only run as a child of TestVerifyNoLeaksFailsBinary")
+	}
+	go leakyChildWorker()
+}
+
+// VerifyNoLeaks (through this package's TestMain) turns a passing test
+// binary that leaves a goroutine behind into a failing one.
+func TestVerifyNoLeaksFailsBinary(t *testing.T) {
+	if os.Getenv(envLeakChild) == "1" {
+		t.Skip("child")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestLeakyChild$", "-test.count=1")
+	cmd.Env = append(os.Environ(), envLeakChild+"=1")
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("child exit: %v, want exit status 1; output:\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "leakyChildWorker") || !strings.Contains(string(out), "goroutine leak") {
+		t.Fatalf("child output does not report the leak:\n%s", out)
+	}
 }

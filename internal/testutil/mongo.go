@@ -208,13 +208,14 @@ func DBName(t testing.TB) string {
 			b.WriteByte('_')
 		}
 	}
-	name := b.String()
-	if len(name) > 40 {
-		name = name[:40]
-	}
 	var rnd [4]byte
 	_, _ = rand.Read(rnd[:])
-	return fmt.Sprintf("t_%s_%d_%s", name, dbSeq.Add(1), hex.EncodeToString(rnd[:]))
+	suffix := fmt.Sprintf("_%d_%s", dbSeq.Add(1), hex.EncodeToString(rnd[:]))
+	name := b.String()
+	if max := 63 - len("t_") - len(suffix); len(name) > max {
+		name = name[:max]
+	}
+	return "t_" + name + suffix
 }
 
 func (s *mongoServer) running() bool {
