@@ -296,7 +296,6 @@ type Memory struct {
 	started bool
 	running atomic.Bool
 	closed  atomic.Bool // written under b.mu
-	h       Handler
 
 	// mu guards the fields below; taken after b.mu, never the reverse.
 	mu     sync.Mutex
@@ -351,14 +350,19 @@ type memItem struct {
 // ID returns the instance's id, unique within its backend.
 func (m *Memory) ID() string { return m.id }
 
-func (m *Memory) check(ctx context.Context, op, channel string) error {
+// check returns an error, naming the operation and its subject, when the
+// instance is closed or ctx is done.
+func (m *Memory) check(ctx context.Context, op, subject string) error {
+	var err error
 	if m.closed.Load() {
-		return fmt.Errorf("sss/scaler: %s %q: %w", op, channel, ErrClosed)
+		err = ErrClosed
+	} else if err = ctx.Err(); err == nil {
+		return nil
 	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("sss/scaler: %s %q: %w", op, channel, err)
+	if subject == "" {
+		return fmt.Errorf("sss/scaler: %s: %w", op, err)
 	}
-	return nil
+	return fmt.Errorf("sss/scaler: %s %q: %w", op, subject, err)
 }
 
 // Start attaches h, takes the instance's lease and starts its delivery
@@ -379,7 +383,6 @@ func (m *Memory) Start(ctx context.Context, h Handler) error {
 	}
 	m.started = true
 	m.running.Store(true)
-	m.h = h
 	b.leases[m.id] = time.Now().Add(b.opts.LeaseTTL)
 	b.mu.Unlock()
 	go m.run(h)

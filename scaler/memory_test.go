@@ -502,3 +502,44 @@ func TestMemoryCloseStopsDelayedRelays(t *testing.T) {
 		t.Fatalf("Publish after Close = %v", err)
 	}
 }
+
+// BenchmarkMemoryPublish measures Publish plus delivery through the
+// relay to every subscribed instance.
+func BenchmarkMemoryPublish(b *testing.B) {
+	for _, n := range []int{1, 4} {
+		b.Run(fmt.Sprintf("instances=%d", n), func(b *testing.B) {
+			ctx := context.Background()
+			be := quietBackend(scaler.MemoryOptions{})
+			var (
+				mu   sync.Mutex
+				got  int
+				done = make(chan struct{})
+			)
+			want := b.N * n
+			ins := make([]*scaler.Memory, n)
+			for i := range ins {
+				ins[i] = be.Instance()
+				ins[i].Start(ctx, scaler.Handler{Publication: func(scaler.Publication) {
+					mu.Lock()
+					got++
+					if got == want {
+						close(done)
+					}
+					mu.Unlock()
+				}})
+				ins[i].Subscribe(ctx, "bench")
+				defer ins[i].Close(ctx)
+			}
+			body := json.RawMessage(`{"text":"hello, world"}`)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if _, err := ins[i%n].Publish(ctx, "bench", "t", body, scaler.PublishOptions{}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			<-done
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "pubs/s")
+		})
+	}
+}
