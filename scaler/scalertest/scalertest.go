@@ -37,6 +37,11 @@
 //	Fault/HistoryReset    new epoch: ErrEpochChanged, position <new>.0, streams Reset then continue
 //	Fault/LeaseExpiry     a paused lease removes presence and users for others; resumed, they return (EventLeaseLost)
 //
+// The suite waits at most 30 s for anything (a failure bound, never a
+// pause): configure the scaler's lease time to live and position check
+// interval short (say 300 ms and 50 ms) so Fault/LeaseExpiry and
+// Fault/DroppedRelay/last finish quickly.
+//
 // The Fault subtests need the instances to implement scaler.FaultInjector;
 // they are skipped (saying so) otherwise.
 //

@@ -32,7 +32,7 @@ func memoryFactory(wrap func(scaler.Scaler) scaler.Scaler) scalertest.Factory {
 
 // broken wraps a correct scaler and spoils its stream: "drop" loses the
 // fifth publication delivered on each channel, "reorder" swaps the fifth
-// and the sixth. It hides FaultInjector, so the suite's fault checks skip.
+// and the sixth, "duplicate" delivers the fifth twice. It hides FaultInjector, so the suite's fault checks skip.
 type broken struct {
 	scaler.Scaler
 	mode string
@@ -60,6 +60,9 @@ func (w *broken) Start(ctx context.Context, h scaler.Handler) error {
 			return
 		}
 		next(p)
+		if w.mode == "duplicate" && n == 5 {
+			next(p)
+		}
 		if w.mode == "reorder" && n == 6 {
 			mu.Lock()
 			q := held[p.Channel]
@@ -84,7 +87,8 @@ func TestBrokenScaler(t *testing.T) {
 }
 
 // TestSuiteFailsOnBrokenScalers proves the suite can fail: run against a
-// scaler that drops one delivered publication, or reorders two, the stream
+// scaler that drops one delivered publication, reorders two or duplicates
+// one, the stream
 // subtests report failures; run against the same wrapper left intact,
 // they pass (so the failures come from the breakage, not the harness).
 func TestSuiteFailsOnBrokenScalers(t *testing.T) {
@@ -99,6 +103,7 @@ func TestSuiteFailsOnBrokenScalers(t *testing.T) {
 		{"none", false},
 		{"drop", true},
 		{"reorder", true},
+		{"duplicate", true},
 	} {
 		t.Run(tc.mode, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)

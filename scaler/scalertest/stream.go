@@ -226,6 +226,9 @@ func testUnsubscribe(t *testing.T, f Factory) {
 	// A is subscribed: once A has them all, a relay to B would have had
 	// every chance to arrive before the fence from B's point of view too.
 	fence(t, a, ch, a)
+	if es := b.r.stream(ch); len(es) != 3 {
+		t.Fatalf("B's stream grew to %d entries after Unsubscribe returned (last %+v)", len(es), es[len(es)-1])
+	}
 	// B re-subscribes: its new stream starts after the new position, and
 	// a fence seen by B proves any stale relay of the unsubscribed ones
 	// has been processed.
