@@ -213,7 +213,12 @@ func (s *Server) onControl(c scaler.Control) {
 		if len(subs) == 0 {
 			return
 		}
-		s.sendAll(subs, presenceFrame(c))
+		frame := presenceFrame(c)
+		for _, sock := range subs {
+			if sock.id != c.Member.ID { // a socket is not told of its own join
+				sock.sendText(frame)
+			}
+		}
 	}
 }
 

@@ -47,7 +47,6 @@ type Server struct {
 
 	shutOnce sync.Once
 	shutDone chan struct{}
-	shutErr  error
 }
 
 type counters struct {
@@ -280,6 +279,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	})
 	ws.SetPongHandler(func(string) error { return nil })
 	s.addSocket(sock)
+	sock.startHeartbeats()
 	if s.opts.OnOpen != nil {
 		s.opts.OnOpen(sock)
 	}

@@ -167,10 +167,7 @@ func TestSubscribePublishFanout(t *testing.T) {
 	if got := ts.Channels(); len(got) != 1 || got[0] != "room" {
 		t.Fatalf("Channels %v", got)
 	}
-	n, err := ts.Count(ctx, "room")
-	if err != nil || n != 2 {
-		t.Fatalf("Count %d %v", n, err)
-	}
+	waitFor(t, "Count(room) == 2", func() bool { n, err := ts.Count(ctx, "room"); return err == nil && n == 2 })
 	// Unsubscribe stops the feed.
 	b.send(`{"sys":2,"channel":"room"}`)
 	waitFor(t, "unsubscribe", func() bool { n, _ := ts.Count(ctx, "room"); return n == 1 })

@@ -4,8 +4,6 @@ import (
 	"context"
 	"math/rand/v2"
 	"time"
-
-	"github.com/sss-go/sss/protocol"
 )
 
 // Shutdown drains the server: it refuses new upgrades (503), closes every
@@ -18,28 +16,33 @@ import (
 func (s *Server) Shutdown(ctx context.Context) error {
 	first := false
 	s.shutOnce.Do(func() { first = true })
-	if !first {
-		select {
-		case <-s.shutDone:
-			return s.shutErr
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+	if first {
+		s.draining.Store(true)
+		s.log.Info("sss: server shutting down")
+		zero := s.work.close()
+		go s.finishShutdown(zero)
+		s.closeSockets(ctx)
 	}
-	err := s.shutdown(ctx)
-	s.shutErr = err
-	close(s.shutDone)
-	return err
+	select {
+	case <-s.shutDone:
+		return nil
+	case <-ctx.Done():
+		// Cut short: close what is left at once and let the
+		// background finish; a later Shutdown waits for it.
+		for _, sock := range s.socketsOf(nil, "") {
+			sock.Close(s.opts.ShutdownCloseCode, "server shutting down")
+			sock.closeConn()
+		}
+		return ctx.Err()
+	}
 }
 
-func (s *Server) shutdown(ctx context.Context) error {
-	s.draining.Store(true)
-	s.log.Info("sss: server shutting down")
-	zero := s.work.close()
+// closeSockets closes every socket, spread over ShutdownSpread with
+// jitter, faster when ctx ends sooner.
+func (s *Server) closeSockets(ctx context.Context) {
 	socks := s.socketsOf(nil, "")
 	code := s.opts.ShutdownCloseCode
 	const reason = "server shutting down"
-	var err error
 	spread := s.opts.ShutdownSpread
 	if d, ok := ctx.Deadline(); ok {
 		// Leave a fifth of the time for the last sockets to go.
@@ -52,62 +55,44 @@ func (s *Server) shutdown(ctx context.Context) error {
 		for _, sock := range socks {
 			sock.Close(code, reason)
 		}
-	} else {
-		start := time.Now()
-		step := spread / time.Duration(len(socks))
-		t := time.NewTimer(0)
-		<-t.C
-	loop:
-		for i, sock := range socks {
-			at := start.Add(step*time.Duration(i) + rand.N(step+1))
-			if d := time.Until(at); d > 0 {
-				t.Reset(d)
-				select {
-				case <-t.C:
-				case <-ctx.Done():
-					for _, rest := range socks[i:] {
-						rest.Close(code, reason)
-					}
-					break loop
+		return
+	}
+	start := time.Now()
+	step := spread / time.Duration(len(socks))
+	t := time.NewTimer(time.Hour)
+	defer t.Stop()
+	for i, sock := range socks {
+		at := start.Add(step*time.Duration(i) + rand.N(step+1))
+		if d := time.Until(at); d > 0 {
+			t.Reset(d)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				for _, rest := range socks[i:] {
+					rest.Close(code, reason)
 				}
+				return
 			}
-			sock.Close(code, reason)
 		}
-		t.Stop()
+		sock.Close(code, reason)
 	}
-	select {
-	case <-zero:
-	case <-ctx.Done():
-		err = ctx.Err()
-		for _, sock := range s.socketsOf(nil, "") {
-			sock.closeConn()
-		}
-		select {
-		case <-zero:
-		case <-time.After(time.Second):
-		}
-	}
+}
+
+// finishShutdown waits for every reader and ask, then stops the heartbeat
+// wheel and the writers and closes the scaler if the server made it.
+func (s *Server) finishShutdown(zero <-chan struct{}) {
+	<-zero
 	if s.wheel != nil {
 		s.wheel.close()
 	}
-	select {
-	case <-s.writers.stop():
-	case <-ctx.Done():
-		err = ctx.Err()
-	}
+	<-s.writers.stop()
 	if s.ownSc {
-		cctx := ctx
-		if cctx.Err() != nil {
-			var cancel context.CancelFunc
-			cctx, cancel = context.WithTimeout(context.Background(), time.Second)
-			defer cancel()
+		ctx, cancel := context.WithTimeout(context.Background(), s.opts.WriteTimeout)
+		if err := s.sc.Close(ctx); err != nil {
+			s.log.Warn("sss: closing scaler", "err", err)
 		}
-		if cerr := s.sc.Close(cctx); cerr != nil && err == nil {
-			s.log.Warn("sss: closing scaler", "err", cerr)
-		}
+		cancel()
 	}
 	s.log.Info("sss: server stopped")
-	return err
+	close(s.shutDone)
 }
-
-var _ = protocol.CloseGoingAway

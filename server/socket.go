@@ -432,7 +432,6 @@ func (s *Socket) badInput(err error) {
 
 // handleBegin answers BEGIN, granting the user channel.
 func (s *Socket) handleBegin() {
-	s.startHeartbeats()
 	prot := s.srv.prot()
 	if s.user == "" {
 		s.sendText(protocol.AppendBeginReply(nil, prot, "", protocol.UID{}))

@@ -11,12 +11,12 @@ import (
 
 // subscription checks common to SUBSCRIBE and SYNC entries. It returns the
 // channel's options, or the error object refusing it.
-func (s *Socket) checkChannel(ctx context.Context, channel string, query json.RawMessage, subCount int) (ChannelOptions, bool, *protocol.Error) {
+func (s *Socket) checkChannel(ctx context.Context, channel string, query json.RawMessage, subCount int, sync bool) (ChannelOptions, bool, *protocol.Error) {
 	if protocol.ReservedChannel(channel) {
-		if s.user != "" && channel == protocol.UserChannel(s.user) {
+		if sync && s.user != "" && channel == protocol.UserChannel(s.user) {
 			return ChannelOptions{}, s.subscribedCount(channel), nil
 		}
-		if _, ok := protocol.UserFromChannel(channel); ok {
+		if _, ok := protocol.UserFromChannel(channel); ok && sync {
 			return ChannelOptions{}, false, protocol.NewError(protocol.CodeForbidden, "not this session's user channel")
 		}
 		return ChannelOptions{}, false, protocol.NewError(protocol.CodeReservedChannel, "channel names beginning with _ are reserved")
@@ -78,9 +78,9 @@ func joinError(err error) (e *protocol.Error, unavailable bool) {
 // handleSubscribe answers SUBSCRIBE (reader goroutine).
 func (s *Socket) handleSubscribe(msg *protocol.Message) {
 	channel := msg.Channel
-	co, _, perr := s.checkChannel(s.ctx, channel, msg.Query, s.numSubs())
+	co, _, perr := s.checkChannel(s.ctx, channel, msg.Query, s.numSubs(), false)
 	if perr != nil {
-		s.sendText(protocol.AppendSubscribeFail(nil, msg.ID, channel, perr))
+		s.sendText(appendSubscribeFail(msg.ID, channel, perr))
 		return
 	}
 	err := s.srv.subscribeSocket(s.ctx, s, channel, co, func(_ *hubChannel, pos protocol.UID) {
@@ -91,8 +91,25 @@ func (s *Socket) handleSubscribe(msg *protocol.Message) {
 		if !errors.Is(err, errChannelFull) {
 			s.srv.log.Warn("sss: subscribe failed", "socket", s.id, "channel", channel, "err", err)
 		}
-		s.sendText(protocol.AppendSubscribeFail(nil, msg.ID, channel, e))
+		s.sendText(appendSubscribeFail(msg.ID, channel, e))
 	}
+}
+
+// appendSubscribeFail encodes a refused SUBSCRIBE reply, keeping the
+// channel key even for the empty name (protocol.AppendSubscribeFail leaves
+// it out then, for bad_request replies).
+func appendSubscribeFail(id json.RawMessage, channel string, e *protocol.Error) []byte {
+	if channel != "" {
+		return protocol.AppendSubscribeFail(nil, id, channel, e)
+	}
+	errJSON, err := json.Marshal(e)
+	if err != nil {
+		errJSON = []byte(`{"name":"Internal","message":"internal error","code":"internal"}`)
+	}
+	b := append([]byte(`{"sys":1,"result":false,"channel":"","id":`), id...)
+	b = append(b, `,"err":`...)
+	b = append(b, errJSON...)
+	return append(b, '}')
 }
 
 // syncRelease is what a SYNC reply releases after it is queued.
@@ -107,7 +124,6 @@ type syncRelease struct {
 // the reply is queued; then an UPDATESUB is queued for the channels not
 // recovered and the parked frames after the position are released.
 func (s *Socket) handleSync(msg *protocol.Message) {
-	s.startHeartbeats()
 	ctx := s.ctx
 	n := len(msg.Subscriptions)
 	results := make([]protocol.SyncResult, 0, n)
@@ -129,7 +145,7 @@ func (s *Socket) handleSync(msg *protocol.Message) {
 			continue
 		}
 		seen[channel] = struct{}{}
-		co, already, perr := s.checkChannel(ctx, channel, e.Query, count)
+		co, already, perr := s.checkChannel(ctx, channel, e.Query, count, true)
 		if perr != nil {
 			results = append(results, protocol.SyncResult{Channel: channel, Err: perr})
 			continue
@@ -197,6 +213,10 @@ func (s *Socket) handleSync(msg *protocol.Message) {
 				}
 				ok = true
 			}
+		}
+		if !ok {
+			s.srv.log.Debug("sss: sync entry not recoverable", "socket", s.id, "channel", channel,
+				"uid", e.LastUID, "position", pos.String())
 		}
 		if ok {
 			results = append(results, protocol.SyncResult{Channel: channel, OK: true})
