@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -279,15 +278,22 @@ func (c *Client) Ask(ctx context.Context, topic string, msg any, reply any) erro
 	if err != nil {
 		return fmt.Errorf("sss/client: ask %q: %w", topic, err)
 	}
-	cn, err := c.waitReady(ctx)
-	if err != nil {
-		return fmt.Errorf("sss/client: ask %q: %w", topic, err)
-	}
 	ch := make(chan *protocol.Message, 1)
-	c.mu.Lock()
-	id := cn.newID()
-	cn.asks[id] = ch
-	c.mu.Unlock()
+	var cn *conn
+	var id string
+	for {
+		if cn, err = c.waitReady(ctx); err != nil {
+			return fmt.Errorf("sss/client: ask %q: %w", topic, err)
+		}
+		c.mu.Lock()
+		if c.cur == cn { // else it dropped meanwhile: nothing was sent, wait again
+			id = cn.newID()
+			cn.asks[id] = ch
+			c.mu.Unlock()
+			break
+		}
+		c.mu.Unlock()
+	}
 	if err := cn.write(protocol.AppendAsk(nil, json.RawMessage(id), topic, raw)); err != nil {
 		c.mu.Lock()
 		delete(cn.asks, id)
@@ -340,14 +346,21 @@ func (c *Client) Tell(ctx context.Context, topic string, msg any) error {
 	if err != nil {
 		return fmt.Errorf("sss/client: tell %q: %w", topic, err)
 	}
-	cn, err := c.waitReady(ctx)
-	if err != nil {
-		return fmt.Errorf("sss/client: tell %q: %w", topic, err)
+	for {
+		cn, err := c.waitReady(ctx)
+		if err != nil {
+			return fmt.Errorf("sss/client: tell %q: %w", topic, err)
+		}
+		select {
+		case <-cn.lost:
+			continue // dropped meanwhile: nothing was sent, wait again
+		default:
+		}
+		if err := cn.write(protocol.AppendTell(nil, topic, raw)); err != nil {
+			return fmt.Errorf("sss/client: tell %q: %w", topic, ErrConnectionLost)
+		}
+		return nil
 	}
-	if err := cn.write(protocol.AppendTell(nil, topic, raw)); err != nil {
-		return fmt.Errorf("sss/client: tell %q: %w", topic, ErrConnectionLost)
-	}
-	return nil
 }
 
 // waitReady waits until the client is ready and returns its connection, or
@@ -499,7 +512,7 @@ func (c *Client) Close() error {
 	} else {
 		c.cancel()
 	}
-	t := timerFor(c.opts.CloseTimeout + time.Second)
+	t := time.NewTimer(c.opts.CloseTimeout + time.Second)
 	defer t.Stop()
 	select {
 	case <-c.runDone:
@@ -509,5 +522,3 @@ func (c *Client) Close() error {
 	}
 	return nil
 }
-
-func idString(n int) string { return strconv.Itoa(n) }

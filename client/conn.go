@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -47,7 +48,7 @@ type hbConfig struct {
 
 func (cn *conn) newID() string {
 	cn.nextID++
-	return idString(cn.nextID)
+	return strconv.Itoa(cn.nextID)
 }
 
 // write sends one text frame. A failed write closes the connection so the
@@ -101,7 +102,7 @@ func (p *pendingSub) fail(err error) {
 	}
 }
 
-// errHandshakeClosed carries the close code the server sent before the
+// closedError carries the close code and reason the server sent before the
 // handshake completed.
 type closedError struct {
 	code   int
@@ -111,8 +112,6 @@ type closedError struct {
 func (e *closedError) Error() string {
 	return fmt.Sprintf("sss/client: connection closed by server: %d %s", e.code, e.reason)
 }
-
-func timerFor(d time.Duration) *time.Timer { return time.NewTimer(d) }
 
 // backoff returns the full-jitter wait before retry n (from 0).
 func (c *Client) backoff(n int) time.Duration {
@@ -241,6 +240,13 @@ func (c *Client) connect(ctx context.Context, sync bool) (*conn, []*protocol.Mes
 		if c.cur == cn {
 			c.cur = nil
 		}
+		if sync {
+			for _, ch := range c.channels {
+				for _, s := range ch.subs {
+					s.setStatusLocked(SubDropped, nil)
+				}
+			}
+		}
 		c.mu.Unlock()
 		close(cn.lost)
 		return nil, nil, err
@@ -250,14 +256,12 @@ func (c *Client) connect(ctx context.Context, sync bool) (*conn, []*protocol.Mes
 	if dl, ok := hctx.Deadline(); ok {
 		_ = ws.NetConn().SetReadDeadline(dl)
 	}
-	var req []byte
+	req := protocol.AppendBegin(nil)
 	if sync {
 		req = protocol.AppendSync(nil, nil, entries)
-	} else {
-		req = protocol.AppendBegin(nil)
 	}
 	if err := cn.write(req); err != nil {
-		return fail(fmt.Errorf("send %s: %w", map[bool]string{true: "SYNC", false: "BEGIN"}[sync], err))
+		return fail(fmt.Errorf("send BEGIN or SYNC to %s: %w", u, err))
 	}
 	var pending []*protocol.Message
 	for {
