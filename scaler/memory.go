@@ -126,6 +126,7 @@ type memChannel struct {
 	idem     map[string]memIdem
 	idemFIFO []memIdem
 	touched  time.Time // creation, last publish, last (un)subscribe
+	trimmed  int       // publications removed and not yet reported
 }
 
 func (c *memChannel) first() uint64 { return c.seq - uint64(len(c.log)) + 1 }
@@ -202,7 +203,9 @@ func (b *MemoryBackend) channelLocked(channel string) *memChannel {
 }
 
 // trimLocked is the one trimming path: it applies c's retention by count
-// and age and returns how many publications it removed.
+// and age and returns how many publications it removed. The removals are
+// reported by the periodic trimmer (one EventTrimmed per channel and
+// period, not one per publish).
 func trimLocked(c *memChannel, now time.Time) int {
 	n := 0
 	switch {
@@ -227,6 +230,7 @@ func dropFront(c *memChannel, n int) {
 	}
 	clear(c.log[:n]) // let the payloads go
 	c.log = c.log[n:]
+	c.trimmed += n
 	if len(c.log) == 0 {
 		c.log = nil
 	}
@@ -292,9 +296,8 @@ type Memory struct {
 	id  string
 	log *slog.Logger
 
-	// Guarded by b.mu; running mirrors started for lock-free readers.
+	// Guarded by b.mu.
 	started bool
-	running atomic.Bool
 	closed  atomic.Bool // written under b.mu
 
 	// mu guards the fields below; taken after b.mu, never the reverse.
@@ -382,7 +385,6 @@ func (m *Memory) Start(ctx context.Context, h Handler) error {
 		return fmt.Errorf("sss/scaler: start: %w", ErrStarted)
 	}
 	m.started = true
-	m.running.Store(true)
 	b.leases[m.id] = time.Now().Add(b.opts.LeaseTTL)
 	b.mu.Unlock()
 	go m.run(h)
@@ -478,14 +480,11 @@ func (m *Memory) Publish(ctx context.Context, channel, topic string, msg json.Ra
 		c.idem[e.key] = e
 		c.idemFIFO = append(c.idemFIFO, e)
 	}
-	trimmed := trimLocked(c, now)
+	trimLocked(c, now)
 	for inst, s := range c.subs {
 		inst.relay(s, p)
 	}
 	b.mu.Unlock()
-	if trimmed > 0 {
-		m.emit(Event{Kind: EventTrimmed, Channel: channel, Count: trimmed, Time: now})
-	}
 	return p.UID, nil
 }
 
@@ -539,17 +538,6 @@ func (m *Memory) enqueue(it memItem) {
 	}
 }
 
-// emit queues an event for the handler, if the instance is started.
-func (m *Memory) emit(e Event) {
-	if !m.running.Load() {
-		return
-	}
-	if e.Time.IsZero() {
-		e.Time = time.Now()
-	}
-	m.enqueue(memItem{event: &e})
-}
-
 // Position returns channel's current position.
 func (m *Memory) Position(ctx context.Context, channel string) (protocol.UID, error) {
 	if err := m.check(ctx, "position", channel); err != nil {
@@ -570,7 +558,7 @@ func (m *Memory) Since(ctx context.Context, channel string, after protocol.UID, 
 	now := time.Now()
 	b.mu.Lock()
 	c := b.channelLocked(channel)
-	trimmed := trimLocked(c, now)
+	trimLocked(c, now)
 	var (
 		out []Publication
 		err error
@@ -591,9 +579,6 @@ func (m *Memory) Since(ctx context.Context, channel string, after protocol.UID, 
 		out = append(make([]Publication, 0, len(rest)), rest...)
 	}
 	b.mu.Unlock()
-	if trimmed > 0 {
-		m.emit(Event{Kind: EventTrimmed, Channel: channel, Count: trimmed, Time: now})
-	}
 	return out, err
 }
 
@@ -607,16 +592,13 @@ func (m *Memory) History(ctx context.Context, channel string, limit int) ([]Publ
 	now := time.Now()
 	b.mu.Lock()
 	c := b.channelLocked(channel)
-	trimmed := trimLocked(c, now)
+	trimLocked(c, now)
 	rest := c.log
 	if limit > 0 && len(rest) > limit {
 		rest = rest[len(rest)-limit:]
 	}
 	out := append(make([]Publication, 0, len(rest)), rest...)
 	b.mu.Unlock()
-	if trimmed > 0 {
-		m.emit(Event{Kind: EventTrimmed, Channel: channel, Count: trimmed, Time: now})
-	}
 	return out, nil
 }
 

@@ -310,7 +310,8 @@ func (m *Memory) ResetHistory(ctx context.Context, channel string) error {
 		epoch = protocol.NewEpoch()
 	}
 	c.epoch, c.seq = epoch, 0
-	dropFront(c, len(c.log))
+	clear(c.log)
+	c.log = nil
 	c.idem, c.idemFIFO = nil, nil
 	b.mu.Unlock()
 	return nil
@@ -325,14 +326,9 @@ func (m *Memory) Trim(ctx context.Context, channel string, seq uint64) error {
 	b := m.b
 	b.mu.Lock()
 	c := b.channelLocked(channel)
-	n := 0
 	if first := c.first(); seq >= first && len(c.log) > 0 {
-		n = int(min(seq-first+1, uint64(len(c.log))))
-		dropFront(c, n)
+		dropFront(c, int(min(seq-first+1, uint64(len(c.log)))))
 	}
 	b.mu.Unlock()
-	if n > 0 {
-		m.emit(Event{Kind: EventTrimmed, Channel: channel, Count: n})
-	}
 	return nil
 }

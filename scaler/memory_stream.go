@@ -203,8 +203,10 @@ func (m *Memory) trimAged(h Handler) {
 	var evs []Event
 	b.mu.Lock()
 	for name, c := range b.channels {
-		if n := trimLocked(c, now); n > 0 {
-			evs = append(evs, Event{Kind: EventTrimmed, Channel: name, Count: n, Time: now})
+		trimLocked(c, now)
+		if c.trimmed > 0 {
+			evs = append(evs, Event{Kind: EventTrimmed, Channel: name, Count: c.trimmed, Time: now})
+			c.trimmed = 0
 		}
 		b.expireIdemLocked(c, now)
 		if len(c.log) == 0 && len(c.subs) == 0 && len(c.idem) == 0 &&
