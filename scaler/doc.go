@@ -38,13 +38,20 @@
 // a history reset the position is "<new epoch>.0" and the new epoch's
 // publications follow from seq 1.
 //
+// Operational events of the memory scaler (Handler.Event): EventGapFilled
+// when publications missed by the relay were read from the log,
+// EventGapLost with every Reset, EventLeaseLost when a resumed instance
+// re-registered its presence and users, and EventTrimmed once per channel
+// and check period with the number of publications retention removed.
+//
 // # Concurrency
 //
 // Every method of Memory is safe for concurrent use and never blocks on
 // other instances. Handler functions are called from the instance's one
 // delivery goroutine, never with a lock held, so they may call the scaler;
 // they must not block, and must not call Close with a context that never
-// ends (Close waits for that goroutine).
+// ends (Close waits for that goroutine). A Publication's Msg is shared
+// with the log and every instance: handlers must not modify it.
 //
 // # Guarantees
 //

@@ -310,11 +310,17 @@ func (k EventKind) String() string {
 
 // Event is an operational event of a scaler, for logs and metrics.
 type Event struct {
-	Kind    EventKind
+	// Kind says what happened.
+	Kind EventKind
+	// Channel is the channel concerned, empty for instance-wide events.
 	Channel string
-	Count   int
-	Err     error
-	Time    time.Time
+	// Count is how many publications the event concerns (gap filled,
+	// trimmed), else 0.
+	Count int
+	// Err is the cause, when there is one.
+	Err error
+	// Time is when it happened.
+	Time time.Time
 }
 
 // Retention bounds how much history a channel keeps.
