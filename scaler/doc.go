@@ -25,8 +25,8 @@
 // then relays asynchronously through a queue per instance; each instance's
 // delivery goroutine tracks the last seq it delivered per channel, drops
 // duplicates, fills gaps from the log before delivering later
-// publications, and runs a periodic position check (MemoryOptions.
-// CheckInterval) that finds a lost last publication. Presence and user
+// publications, and runs a periodic position check
+// (MemoryOptions.CheckInterval) that finds a lost last publication. Presence and user
 // registrations live under a lease per instance (MemoryOptions.LeaseTTL)
 // and vanish for other instances when it ends. Memory implements
 // FaultInjector, which package scalertest uses.
