@@ -1,0 +1,232 @@
+package server_test
+
+// Several servers on one in-memory backend: one order for every subscriber
+// on every server, and the control plane across servers.
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"sync"
+	"testing"
+
+	"github.com/sss-go/sss/protocol"
+	"github.com/sss-go/sss/scaler"
+	"github.com/sss-go/sss/server"
+)
+
+// startCluster starts n servers, each on its own instance of one memory
+// backend.
+func startCluster(t *testing.T, n int, opts func(i int) server.Options) []*e2eApp {
+	t.Helper()
+	be := scaler.NewMemoryBackend(scaler.MemoryOptions{Logger: e2eLogger()})
+	apps := make([]*e2eApp, n)
+	for i := range apps {
+		o := e2eOptions()
+		if opts != nil {
+			o = opts(i)
+		}
+		apps[i] = startE2E(t, be.Instance(), o)
+	}
+	return apps
+}
+
+func TestE2EClusterOrder(t *testing.T) {
+	for _, n := range []int{2, 3} {
+		t.Run(fmt.Sprintf("%d servers", n), func(t *testing.T) {
+			const publishers, per = 3, 200
+			apps := startCluster(t, n, nil)
+			var subs []*e2eConn
+			var starts []protocol.UID
+			for _, a := range apps {
+				for j := 0; j < 2; j++ {
+					c := a.dial(t, "")
+					starts = append(starts, c.subscribe("order"))
+					subs = append(subs, c)
+				}
+			}
+			// One publisher per server (server i%n), the first through a
+			// socket's ask, the others through Server.Publish.
+			pubSock := apps[0].dial(t, "")
+			errs := make(chan error, publishers)
+			ctx := e2eCtx(t)
+			var wg sync.WaitGroup
+			for p := 1; p < publishers; p++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for k := 0; k < per; k++ {
+						msg := fmt.Sprintf(`{"p":%d,"k":%d}`, p, k)
+						if _, err := apps[p%n].srv.Publish(ctx, "order", "t", json.RawMessage(msg), server.PublishOptions{}); err != nil {
+							errs <- err
+							return
+						}
+					}
+				}()
+			}
+			for k := 0; k < per; k++ {
+				pubSock.ask("pub", fmt.Sprintf(`{"channel":"order","topic":"t","msg":{"p":0,"k":%d}}`, k))
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Fatal(err)
+			}
+			var ref []string
+			for i, c := range subs {
+				var got []string
+				next := map[int]int{}
+				for j := 0; j < publishers*per; j++ {
+					m := c.nextMsg()
+					want := protocol.UID{Epoch: starts[i].Epoch, Seq: starts[i].Seq + uint64(j) + 1}
+					if m.sys() != 8 || m.str("uid") != want.String() {
+						t.Fatalf("subscriber %d (server %d), item %d: %s, want the FEED of %s", i, i/2, j, m.raw, want)
+					}
+					var pk struct{ P, K int }
+					if err := json.Unmarshal(m.fields["msg"], &pk); err != nil {
+						t.Fatal(err)
+					}
+					if pk.K != next[pk.P] {
+						t.Fatalf("subscriber %d: publisher %d's message %d arrived when %d was due", i, pk.P, pk.K, next[pk.P])
+					}
+					next[pk.P]++
+					got = append(got, m.raw)
+				}
+				if i == 0 {
+					ref = got
+					continue
+				}
+				for j := range got {
+					if got[j] != ref[j] {
+						t.Fatalf("subscriber %d differs from subscriber 0 at %d: %s vs %s", i, j, got[j], ref[j])
+					}
+				}
+				c.expectOpen()
+			}
+		})
+	}
+}
+
+func TestE2EClusterControl(t *testing.T) {
+	apps := startCluster(t, 2, func(int) server.Options {
+		o := e2eOptions()
+		o.Channels = []server.ChannelRule{{Pattern: "pres-*", Options: server.ChannelOptions{Presence: true}}}
+		return o
+	})
+	A, B := apps[0], apps[1]
+	aliceA := A.dial(t, "user=alice")
+	aliceB := B.dial(t, "user=alice")
+	bobB := B.dial(t, "user=bob")
+	for _, c := range []*e2eConn{aliceA, aliceB, bobB} {
+		c.begin()
+	}
+	t.Run("user channel publish", func(t *testing.T) {
+		u := B.publish("_user.alice", "dm", `"from B"`)
+		aliceA.expectFeed("_user.alice", "dm", `"from B"`, u)
+		aliceB.expectFeed("_user.alice", "dm", `"from B"`, u)
+		bobB.expectOpen()
+	})
+	t.Run("TellUser", func(t *testing.T) {
+		if err := A.srv.TellUser(e2eCtx(t), "alice", "note", json.RawMessage(`1`)); err != nil {
+			t.Fatal(err)
+		}
+		aliceA.expectExact(`{"sys":6,"topic":"note","msg":1}`)
+		aliceB.expectExact(`{"sys":6,"topic":"note","msg":1}`)
+		bobB.expectOpen()
+	})
+	t.Run("Broadcast", func(t *testing.T) {
+		if err := B.srv.Broadcast(e2eCtx(t), "all", json.RawMessage(`"x"`)); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range []*e2eConn{aliceA, aliceB, bobB} {
+			c.expectExact(`{"sys":11,"topic":"all","msg":"x"}`)
+		}
+	})
+	t.Run("TellSocket across servers", func(t *testing.T) {
+		id := bobB.whoami()
+		if err := A.srv.TellSocket(e2eCtx(t), id, "direct", json.RawMessage(`2`)); err != nil {
+			t.Fatal(err)
+		}
+		bobB.expectExact(`{"sys":6,"topic":"direct","msg":2}`)
+	})
+	t.Run("exclusion across servers", func(t *testing.T) {
+		s := A.dial(t, "")
+		o := B.dial(t, "")
+		s.subscribe("xs")
+		pos := o.subscribe("xs")
+		m := s.askRaw("pub", `{"channel":"xs","topic":"mine","msg":1,"exclude":true}`)
+		u := e2eMustUID(t, m.str("msg"))
+		if u.Seq != pos.Seq+1 {
+			t.Fatalf("uid %s after %s", u, pos)
+		}
+		s.expectExact(e2eUpdateSub("xs", u))
+		o.expectFeed("xs", "mine", "1", u)
+	})
+	t.Run("presence across servers", func(t *testing.T) {
+		p1 := A.dial(t, "user=carol")
+		p1.subscribe("pres-x")
+		p2 := B.dial(t, "user=dave")
+		p2.subscribe("pres-x")
+		for {
+			m := p1.nextMsg()
+			var p struct {
+				Channel, Event string
+				Member         struct{ User string }
+			}
+			if m.sys() != 6 || json.Unmarshal(m.fields["msg"], &p) != nil {
+				t.Fatalf("got %s, want a _presence TELL", m.raw)
+			}
+			if p.Member.User == "carol" {
+				continue
+			}
+			if p.Event != "join" || p.Member.User != "dave" || p.Channel != "pres-x" {
+				t.Fatalf("got %s, want dave's join", m.raw)
+			}
+			break
+		}
+		for _, a := range apps {
+			e2eWaitFor(t, "Count(pres-x) == 2 on every server", func() bool {
+				n, err := a.srv.Count(context.Background(), "pres-x")
+				return err == nil && n == 2
+			})
+		}
+	})
+	t.Run("recovery of another server's publications", func(t *testing.T) {
+		w := A.dial(t, "")
+		w.subscribe("rec")
+		var uids []protocol.UID
+		for i := 0; i < 30; i++ {
+			u := A.publish("rec", "t", strconv.Itoa(i))
+			w.expectFeed("rec", "t", strconv.Itoa(i), u)
+			uids = append(uids, u)
+		}
+		c := B.dial(t, "")
+		r := c.sync(e2eSyncFrame(e2eEntry("rec", e2eQ(uids[9]), "null")))
+		r.expectOutcome(t, "rec", true, "")
+		if len(r.records) != 20 || r.records[19] != e2eFeed("rec", "t", "29", uids[29]) {
+			t.Fatalf("records %q", r.records)
+		}
+		u := A.publish("rec", "t", `"live"`)
+		c.expectFeed("rec", "t", `"live"`, u)
+	})
+	t.Run("BootSocket across servers", func(t *testing.T) {
+		id := bobB.whoami()
+		if err := A.srv.BootSocket(e2eCtx(t), id, "from A"); err != nil {
+			t.Fatal(err)
+		}
+		bobB.expectExact(`{"sys":9,"reason":"from A"}`)
+		bobB.expectClose(protocol.CloseBooted)
+	})
+	t.Run("BootUser across servers", func(t *testing.T) {
+		if err := B.srv.BootUser(e2eCtx(t), "alice", "from B"); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range []*e2eConn{aliceA, aliceB} {
+			c.expectExact(`{"sys":9,"reason":"from B"}`)
+			if r := c.expectClose(protocol.CloseBooted); r != "from B" {
+				t.Errorf("close reason %q", r)
+			}
+		}
+	})
+}

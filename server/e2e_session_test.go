@@ -1,0 +1,334 @@
+package server_test
+
+// Sessions (parser, refusal, origin), user channels, heartbeats and
+// shutdown over real WebSockets.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sss-go/sss/protocol"
+)
+
+func TestE2ESessionRefused(t *testing.T) {
+	t.Run("close 4001 with the reason", func(t *testing.T) {
+		a := startE2E(t, nil, e2eOptions())
+		c := a.dial(t, "refuse="+url.QueryEscape("go away"))
+		if r := c.expectClose(protocol.CloseBooted); r != "go away" {
+			t.Errorf("close reason %q, want the parser's message", r)
+		}
+		c.expectTCPClosed()
+	})
+	t.Run("plain error hides details", func(t *testing.T) {
+		a := startE2E(t, nil, e2eOptions())
+		c := a.dial(t, "refuseplain=1")
+		if r := c.expectClose(protocol.CloseBooted); strings.Contains(r, "secret") {
+			t.Errorf("close reason leaks the parser's error: %q", r)
+		}
+	})
+	t.Run("long reason cut to 123 bytes", func(t *testing.T) {
+		a := startE2E(t, nil, e2eOptions())
+		c := a.dial(t, "refuse="+strings.Repeat("x", 300))
+		if r := c.expectClose(protocol.CloseBooted); len(r) == 0 || len(r) > protocol.MaxReasonLen {
+			t.Errorf("close reason of %d bytes, want 1..123", len(r))
+		}
+	})
+	t.Run("HTTP 403", func(t *testing.T) {
+		o := e2eOptions()
+		o.RefuseWithHTTP403 = true
+		a := startE2E(t, nil, o)
+		_, resp, err := a.dialRaw(t, "refuse=no", nil)
+		if err == nil {
+			t.Fatal("upgrade succeeded, want HTTP 403")
+		}
+		if resp == nil || resp.StatusCode != http.StatusForbidden {
+			t.Fatalf("response %v, want 403", resp)
+		}
+		// Accepted sessions still upgrade.
+		c := a.dial(t, "user=ok")
+		c.begin()
+	})
+}
+
+func TestE2ESessionValues(t *testing.T) {
+	a := startE2E(t, nil, e2eOptions())
+	var w struct {
+		ID, User, Session, Role string
+	}
+	c := a.dial(t, "user=alice&session=s9&role=admin")
+	if err := json.Unmarshal([]byte(c.ask("whoami", "")), &w); err != nil {
+		t.Fatal(err)
+	}
+	if w.ID == "" || w.User != "alice" || w.Session != "s9" || w.Role != "admin" {
+		t.Fatalf("socket %+v, want user alice, session s9, role admin", w)
+	}
+	c2 := a.dial(t, "")
+	if err := json.Unmarshal([]byte(c2.ask("whoami", "")), &w); err != nil {
+		t.Fatal(err)
+	}
+	if w.Session == "" || w.User != "" || w.ID == "" {
+		t.Fatalf("socket %+v, want a generated session id and no user", w)
+	}
+}
+
+func TestE2EOrigin(t *testing.T) {
+	o := e2eOptions()
+	o.AllowedOrigins = []string{"http://good.example"}
+	a := startE2E(t, nil, o)
+	for _, tc := range []struct {
+		origin string
+		ok     bool
+	}{
+		{"", true},
+		{strings.TrimSuffix(a.hs.URL, "/"), true},
+		{"http://good.example", true},
+		{"http://evil.example", false},
+	} {
+		t.Run("origin "+tc.origin, func(t *testing.T) {
+			h := http.Header{}
+			if tc.origin != "" {
+				h.Set("Origin", tc.origin)
+			}
+			c, resp, err := a.dialRaw(t, "", h)
+			if tc.ok {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				c.begin()
+				return
+			}
+			if err == nil {
+				t.Fatal("cross-origin upgrade accepted")
+			}
+			if resp == nil || resp.StatusCode != http.StatusForbidden {
+				t.Errorf("response %v, want 403", resp)
+			}
+		})
+	}
+}
+
+func TestE2EUserChannel(t *testing.T) {
+	a := startE2E(t, nil, e2eOptions())
+	alice1 := a.dial(t, "user=alice")
+	alice2 := a.dial(t, "user=alice")
+	bob := a.dial(t, "user=bob")
+	anon := a.dial(t, "")
+	var pos protocol.UID
+	for _, c := range []*e2eConn{alice1, alice2} {
+		m := c.begin()
+		if m.str("channel") != "_user.alice" {
+			t.Fatalf("BEGIN reply %s, want channel _user.alice", m.raw)
+		}
+		pos = e2eMustUID(t, m.str("lastUid"))
+	}
+	bob.begin()
+	anon.begin()
+	t.Run("publish reaches the user", func(t *testing.T) {
+		u := a.publish("_user.alice", "dm", `{"from":"bob"}`)
+		if u.Epoch != pos.Epoch || u.Seq != pos.Seq+1 {
+			t.Errorf("uid %s after BEGIN lastUid %s", u, pos)
+		}
+		alice1.expectFeed("_user.alice", "dm", `{"from":"bob"}`, u)
+		alice2.expectFeed("_user.alice", "dm", `{"from":"bob"}`, u)
+		bob.expectOpen()
+		anon.expectOpen()
+	})
+	t.Run("SUBSCRIBE to a user channel is reserved", func(t *testing.T) {
+		for _, ch := range []string{"_user.alice", "_user.bob"} {
+			m := alice1.subscribeRaw(ch, "null")
+			if string(m.fields["result"]) != "false" || m.errCode() != protocol.CodeReservedChannel {
+				t.Errorf("SUBSCRIBE %s: %s, want false reserved_channel", ch, m.raw)
+			}
+		}
+	})
+	t.Run("TellUser", func(t *testing.T) {
+		if err := a.srv.TellUser(e2eCtx(t), "alice", "note", json.RawMessage(`"hi alice"`)); err != nil {
+			t.Fatal(err)
+		}
+		alice1.expectExact(`{"sys":6,"topic":"note","msg":"hi alice"}`)
+		alice2.expectExact(`{"sys":6,"topic":"note","msg":"hi alice"}`)
+		bob.expectOpen()
+		anon.expectOpen()
+	})
+	t.Run("unsubscribe then BEGIN again", func(t *testing.T) {
+		alice2.send(`{"sys":2,"channel":"_user.alice"}`)
+		alice2.expectOpen()
+		u := a.publish("_user.alice", "dm", `2`)
+		alice1.expectFeed("_user.alice", "dm", `2`, u)
+		alice2.expectOpen()
+		m := alice2.begin()
+		if m.str("channel") != "_user.alice" || m.str("lastUid") != u.String() {
+			t.Fatalf("second BEGIN %s, want the user channel at %s", m.raw, u)
+		}
+		u2 := a.publish("_user.alice", "dm", `3`)
+		alice1.expectFeed("_user.alice", "dm", `3`, u2)
+		alice2.expectFeed("_user.alice", "dm", `3`, u2)
+	})
+	t.Run("BootUser", func(t *testing.T) {
+		if err := a.srv.BootUser(e2eCtx(t), "alice", "bye alice"); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range []*e2eConn{alice1, alice2} {
+			c.expectExact(`{"sys":9,"reason":"bye alice"}`)
+			c.sendClose(protocol.CloseBooted, "bye alice")
+			if r := c.expectClose(protocol.CloseBooted); r != "bye alice" {
+				t.Errorf("close reason %q", r)
+			}
+		}
+		bob.expectOpen()
+		anon.expectOpen()
+	})
+}
+
+func TestE2EHeartbeat(t *testing.T) {
+	const interval = 200 * time.Millisecond
+	o := e2eOptions()
+	o.HeartbeatInterval = interval
+	a := startE2E(t, nil, o)
+	waitH := func(t *testing.T, c *e2eConn, n int) {
+		t.Helper()
+		for i := 0; i < n; i++ {
+			select {
+			case <-c.hb:
+			case <-c.done:
+				t.Fatalf("closed with %d %q after %d heartbeats", c.closeCode, c.closeText, c.hbCount.Load())
+			case <-time.After(e2eTimeout):
+				t.Fatalf("no heartbeat within %v", e2eTimeout)
+			}
+		}
+	}
+	t.Run("answered stays open", func(t *testing.T) {
+		c := a.dial(t, "")
+		m := c.begin()
+		if string(m.fields["prot"]) != `{"v":1,"hb":true,"hbInterval":200,"hbThreshold":2500}` {
+			t.Errorf("prot %s", m.fields["prot"])
+		}
+		waitH(t, c, 6)
+		c.expectOpen()
+	})
+	t.Run("unanswered closes 4003", func(t *testing.T) {
+		c := a.dial(t, "")
+		c.answerH.Store(false)
+		c.begin()
+		c.expectClose(protocol.CloseHeartbeatTimeout)
+		if c.hbCount.Load() < 1 {
+			t.Error("closed 4003 without ever sending h")
+		}
+	})
+	t.Run("h flows with data", func(t *testing.T) {
+		c := a.dial(t, "")
+		c.begin() // heartbeats start with BEGIN or SYNC
+		pos := c.subscribe("flood")
+		seq := pos.Seq
+		start := c.hbCount.Load()
+		deadline := time.Now().Add(e2eTimeout)
+		for c.hbCount.Load() < start+4 {
+			if time.Now().After(deadline) {
+				t.Fatalf("only %d heartbeats while data flowed", c.hbCount.Load()-start)
+			}
+			var last protocol.UID
+			for i := 0; i < 20; i++ {
+				last = a.publish("flood", "t", `"`+strings.Repeat("d", 500)+`"`)
+			}
+			for seq < last.Seq {
+				m := c.nextMsg()
+				seq++
+				if m.sys() != 8 || m.str("uid") != (protocol.UID{Epoch: pos.Epoch, Seq: seq}).String() {
+					t.Fatalf("got %s, want FEED seq %d", m.raw, seq)
+				}
+			}
+		}
+		c.expectOpen()
+	})
+}
+
+func TestE2EShutdown(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		code int // option; 0 = default
+		want int
+	}{{"default 1001", 0, 1001}, {"1012", 1012, 1012}} {
+		t.Run(tc.name, func(t *testing.T) {
+			const spread = 500 * time.Millisecond
+			o := e2eOptions()
+			o.ShutdownSpread = spread
+			o.ShutdownCloseCode = tc.code
+			a := startE2E(t, nil, o)
+			ready := func() int {
+				rec := httptest.NewRecorder()
+				a.srv.ReadyHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/ready", nil))
+				return rec.Code
+			}
+			if got := ready(); got != http.StatusOK {
+				t.Fatalf("ReadyHandler = %d before shutdown, want 200", got)
+			}
+			if a.srv.Draining() {
+				t.Fatal("Draining() before Shutdown")
+			}
+			var conns []*e2eConn
+			for i := 0; i < 5; i++ {
+				c := a.dial(t, "")
+				c.subscribe("sd")
+				conns = append(conns, c)
+			}
+			start := time.Now()
+			errc := make(chan error, 1)
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), e2eTimeout)
+				defer cancel()
+				errc <- a.srv.Shutdown(ctx)
+			}()
+			e2eWaitFor(t, "Draining()", a.srv.Draining)
+			if got := ready(); got != http.StatusServiceUnavailable {
+				t.Errorf("ReadyHandler = %d while draining, want 503", got)
+			}
+			_, resp, err := a.dialRaw(t, "", nil)
+			if err == nil {
+				t.Error("upgrade accepted while draining")
+			} else if resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
+				t.Errorf("upgrade while draining: %v (%v), want HTTP 503", resp, err)
+			}
+			for i, c := range conns {
+				code, _ := c.waitClosed()
+				if code != tc.want {
+					t.Errorf("socket %d closed with %d, want %d", i, code, tc.want)
+				}
+				c.expectTCPClosed()
+			}
+			if el := time.Since(start); el > spread+5*time.Second {
+				t.Errorf("sockets closed after %v, spread is %v", el, spread)
+			}
+			if err := <-errc; err != nil {
+				t.Errorf("Shutdown: %v", err)
+			}
+			if err := a.srv.Shutdown(e2eCtx(t)); err != nil {
+				t.Errorf("second Shutdown: %v", err)
+			}
+		})
+	}
+	t.Run("cut short by ctx", func(t *testing.T) {
+		a := startE2E(t, nil, e2eOptions())
+		c := a.dial(t, "")
+		c.send(`{"sys":5,"topic":"stuck","id":1}`)
+		a.waitSlowStarted()
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		defer cancel()
+		err := a.srv.Shutdown(ctx)
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Shutdown with a stuck ask: %v, want context.DeadlineExceeded", err)
+		}
+		a.unstick()
+		c.waitClosed()
+		// Shutdown may be called again to finish the work.
+		if err := a.srv.Shutdown(e2eCtx(t)); err != nil {
+			t.Errorf("Shutdown again after the ask returned: %v, want nil", err)
+		}
+	})
+}
