@@ -241,6 +241,7 @@ func (s *mongoServer) startFresh() error {
 		if s.port, err = freePort(); err != nil {
 			return err
 		}
+		s.uri = "mongodb://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)) + "/"
 		if err = s.start(); err == nil || !errors.Is(err, errExited) {
 			return err
 		}
@@ -250,7 +251,6 @@ func (s *mongoServer) startFresh() error {
 
 func (s *mongoServer) start() error {
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port))
-	s.uri = "mongodb://" + addr + "/"
 	if err := os.MkdirAll(s.dir, 0o755); err != nil {
 		return fmt.Errorf("FerretDB data dir: %w", err)
 	}

@@ -31,10 +31,12 @@ type Proxy struct {
 type proxyConn struct {
 	client, server net.Conn
 	once           sync.Once
+	done           chan struct{} // closed by close
 }
 
 func (c *proxyConn) close() {
 	c.once.Do(func() {
+		close(c.done)
 		c.client.Close()
 		c.server.Close()
 	})
@@ -150,7 +152,7 @@ func (p *Proxy) serve(client net.Conn) {
 		client.Close()
 		return
 	}
-	pc := &proxyConn{client: client, server: server}
+	pc := &proxyConn{client: client, server: server, done: make(chan struct{})}
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -161,8 +163,8 @@ func (p *Proxy) serve(client net.Conn) {
 	p.mu.Unlock()
 
 	done := make(chan struct{}, 2)
-	go func() { p.pump(server, client); pc.close(); done <- struct{}{} }()
-	p.pump(client, server)
+	go func() { p.pump(pc, server, client); pc.close(); done <- struct{}{} }()
+	p.pump(pc, client, server)
 	pc.close()
 	<-done
 
@@ -173,7 +175,7 @@ func (p *Proxy) serve(client net.Conn) {
 
 // pump copies src to dst until either fails, applying the fault settings
 // to each chunk read.
-func (p *Proxy) pump(dst, src net.Conn) {
+func (p *Proxy) pump(pc *proxyConn, dst, src net.Conn) {
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
@@ -183,7 +185,14 @@ func (p *Proxy) pump(dst, src net.Conn) {
 			p.mu.Unlock()
 			if !drop {
 				if delay > 0 {
-					time.Sleep(delay) // the injected latency itself
+					// The injected latency itself, cut short by a close.
+					t := time.NewTimer(delay)
+					select {
+					case <-t.C:
+					case <-pc.done:
+						t.Stop()
+						return
+					}
 				}
 				if _, werr := dst.Write(buf[:n]); werr != nil {
 					return

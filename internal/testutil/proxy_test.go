@@ -163,6 +163,18 @@ func TestProxyDelay(t *testing.T) {
 	if got, err := c.roundTrip("fast", 10*time.Second); err != nil || got != "fast" {
 		t.Fatalf("after SetDelay(0): %q, %v", got, err)
 	}
+
+	// A chunk held back by a long delay does not hold up CutAll.
+	p.SetDelay(time.Hour)
+	if _, err := c.Write([]byte("held\n")); err != nil {
+		t.Fatal(err)
+	}
+	p.CutAll()
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.r.ReadByte(); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read after CutAll with a delayed chunk: %v, want connection closed", err)
+	}
+	WaitFor(t, 10*time.Second, func() bool { return p.Conns() == 0 }, "Conns() == 0 after CutAll")
 }
 
 func TestProxyPause(t *testing.T) {

@@ -63,6 +63,7 @@ func StartRedis(t testing.TB) *Redis {
 		if r.port, err = freePort(); err != nil {
 			break
 		}
+		r.setAddr()
 		if err = r.start(bin, nil); err == nil || !errors.Is(err, errExited) {
 			break
 		}
@@ -125,10 +126,15 @@ func (r *Redis) stop() {
 	}
 }
 
-// start runs redis-server on r.port with extra arguments and waits for it.
-func (r *Redis) start(bin string, extra []string) error {
+// setAddr sets Addr and URL from the port. Only before the first start:
+// afterwards other goroutines may read them.
+func (r *Redis) setAddr() {
 	r.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(r.port))
 	r.URL = "redis://" + r.Addr
+}
+
+// start runs redis-server on r.port with extra arguments and waits for it.
+func (r *Redis) start(bin string, extra []string) error {
 	args := []string{
 		"--port", strconv.Itoa(r.port),
 		"--bind", "127.0.0.1",
@@ -258,6 +264,7 @@ func StartRedisCluster(t testing.TB) *RedisCluster {
 			if n.port, err = clusterPort(); err != nil {
 				continue
 			}
+			n.setAddr()
 			err = n.start(bin, []string{
 				"--cluster-enabled", "yes",
 				"--cluster-config-file", filepath.Join(n.dir, "nodes.conf"),
