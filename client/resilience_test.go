@@ -376,3 +376,85 @@ func TestSubscribeAbandoned(t *testing.T) {
 		t.Fatalf("Subscribe after abandon: %v", err)
 	}
 }
+
+// TestConcurrentUseUnderDrops: many goroutines ask, tell, subscribe and
+// unsubscribe while the connection is cut again and again. Run with -race;
+// the only error allowed is ErrConnectionLost, and afterwards the server
+// holds exactly the channels the client still holds.
+func TestConcurrentUseUnderDrops(t *testing.T) {
+	testutil.CheckLeaks(t)
+	s := startServer(t, nil, serverOpts())
+	s.srv.HandleAsk("echo", func(ctx context.Context, sock *server.Socket, msg json.RawMessage) (any, error) {
+		return msg, nil
+	})
+	s.srv.HandleTell("note", func(ctx context.Context, sock *server.Socket, msg json.RawMessage) {})
+	px := testutil.NewProxy(t, s.addr)
+	c := dial(t, "ws://"+px.Addr+"/", clientOpts())
+	ctx := ctxT(t)
+
+	const workers, rounds = 6, 60
+	var ok, lost atomic.Int64
+	var wg sync.WaitGroup
+	held := make([]*client.Subscription, workers)
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			check := func(err error) bool {
+				switch {
+				case err == nil:
+					ok.Add(1)
+					return true
+				case errors.Is(err, client.ErrConnectionLost):
+					lost.Add(1)
+				default:
+					t.Errorf("worker %d: %v", w, err)
+				}
+				return false
+			}
+			for i := 0; i < rounds; i++ {
+				var n int
+				if check(c.Ask(ctx, "echo", i, &n)) && n != i {
+					t.Errorf("echo %d returned %d", i, n)
+				}
+				check(c.Tell(ctx, "note", i))
+				name := []string{"a", "b", "c"}[(w+i)%3]
+				sub, err := c.Subscribe(ctx, name, nil)
+				if check(err) {
+					if held[w] != nil {
+						held[w].Unsubscribe()
+					}
+					held[w] = sub
+				}
+			}
+		}()
+	}
+	for i := 0; i < 5; i++ {
+		px.CutAll()
+		testutil.WaitFor(t, wait, func() bool { return c.Stats().Reconnects >= uint64(i+1) }, "reconnection")
+	}
+	wg.Wait()
+	if ok.Load() == 0 {
+		t.Fatal("no call succeeded")
+	}
+	waitStatus(t, c, ready, "ready")
+	want := map[string]bool{}
+	for _, sub := range held {
+		if sub != nil && !sub.Status().Final() {
+			want[sub.Channel()] = true
+		}
+	}
+	testutil.WaitFor(t, wait, func() bool {
+		chs := s.srv.Channels()
+		if len(chs) != len(want) {
+			return false
+		}
+		for _, ch := range chs {
+			if !want[ch] {
+				return false
+			}
+		}
+		return true
+	}, "server channels to match the client's")
+	t.Logf("%d calls succeeded, %d lost to drops", ok.Load(), lost.Load())
+}
