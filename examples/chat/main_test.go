@@ -1,0 +1,351 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/sss-go/sss/protocol"
+)
+
+const timeout = 20 * time.Second
+
+func startChat(t *testing.T) (*app, string) {
+	t.Helper()
+	a, err := newApp(nil, config{spread: -1, log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(a.mux)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		if err := a.srv.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+		hs.Close()
+	})
+	return a, hs.URL
+}
+
+type conn struct {
+	t  *testing.T
+	ws *websocket.Conn
+	id int
+}
+
+// dial connects to /ws with an optional user query and cookie, and sends
+// BEGIN, returning the BEGIN reply.
+func dial(t *testing.T, base, query, cookie string) (*conn, *protocol.Message) {
+	t.Helper()
+	u := "ws" + strings.TrimPrefix(base, "http") + "/ws"
+	if query != "" {
+		u += "?" + query
+	}
+	h := http.Header{}
+	if cookie != "" {
+		h.Set("Cookie", "sss_user="+cookie)
+	}
+	ws, _, err := websocket.DefaultDialer.Dial(u, h)
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	t.Cleanup(func() { ws.Close() })
+	c := &conn{t: t, ws: ws}
+	c.send(`{"sys":3}`)
+	m := c.next()
+	if m.Sys != protocol.SysBegin {
+		t.Fatalf("BEGIN reply %+v", m)
+	}
+	return c, m
+}
+
+func (c *conn) send(s string) {
+	c.t.Helper()
+	if err := c.ws.WriteMessage(websocket.TextMessage, []byte(s)); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// next returns the next frame other than heartbeats and presence tells.
+func (c *conn) next() *protocol.Message {
+	c.t.Helper()
+	for {
+		_ = c.ws.SetReadDeadline(time.Now().Add(timeout))
+		_, data, err := c.ws.ReadMessage()
+		if err != nil {
+			c.t.Fatalf("read: %v", err)
+		}
+		m, err := protocol.DecodeServer(data, protocol.Limits{})
+		if err != nil {
+			c.t.Fatalf("decode %s: %v", data, err)
+		}
+		if m.Sys == protocol.SysTell && m.Topic == protocol.PresenceTopic {
+			continue
+		}
+		return m
+	}
+}
+
+// nextPresence returns the next presence tell.
+func (c *conn) nextPresence() map[string]any {
+	c.t.Helper()
+	for {
+		_ = c.ws.SetReadDeadline(time.Now().Add(timeout))
+		_, data, err := c.ws.ReadMessage()
+		if err != nil {
+			c.t.Fatalf("read: %v", err)
+		}
+		m, err := protocol.DecodeServer(data, protocol.Limits{})
+		if err == nil && m.Sys == protocol.SysTell && m.Topic == protocol.PresenceTopic {
+			var v map[string]any
+			_ = json.Unmarshal(m.Msg, &v)
+			return v
+		}
+	}
+}
+
+func (c *conn) ask(topic, msg string) *protocol.Message {
+	c.t.Helper()
+	c.id++
+	c.send(`{"sys":5,"topic":"` + topic + `","msg":` + msg + `,"id":` + strconv.Itoa(c.id) + `}`)
+	m := c.next()
+	if m.Sys != protocol.SysResponse || string(m.ID) != strconv.Itoa(c.id) {
+		c.t.Fatalf("ask %s: got %+v", topic, m)
+	}
+	return m
+}
+
+func (c *conn) subscribe(room string) *protocol.Message {
+	c.t.Helper()
+	c.id++
+	c.send(`{"sys":1,"channel":"` + room + `","query":null,"id":` + strconv.Itoa(c.id) + `}`)
+	m := c.next()
+	if m.Sys != protocol.SysSubscribe || m.Channel != room {
+		c.t.Fatalf("subscribe %s: got %+v", room, m)
+	}
+	return m
+}
+
+func (c *conn) expectClose() (int, string) {
+	c.t.Helper()
+	for {
+		_ = c.ws.SetReadDeadline(time.Now().Add(timeout))
+		_, _, err := c.ws.ReadMessage()
+		var ce *websocket.CloseError
+		if errors.As(err, &ce) {
+			return ce.Code, ce.Text
+		}
+		if err != nil {
+			c.t.Fatalf("want a close frame, got %v", err)
+		}
+	}
+}
+
+func TestPage(t *testing.T) {
+	_, base := startChat(t)
+	res, err := http.Get(base + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 || !strings.Contains(string(body), "new WebSocket") || !strings.HasPrefix(res.Header.Get("Content-Type"), "text/html") {
+		t.Fatalf("GET / = %d %q", res.StatusCode, res.Header.Get("Content-Type"))
+	}
+}
+
+func TestSessionUser(t *testing.T) {
+	_, base := startChat(t)
+	tests := []struct {
+		name, query, cookie, want string
+	}{
+		{"query", "user=alice", "", `"alice"`},
+		{"cookie", "", "carol", `"carol"`},
+		{"query wins over cookie", "user=dave", "erin", `"dave"`},
+		{"none", "", "", "null"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, begin := dial(t, base, tt.query, tt.cookie)
+			if got := string(c.ask("whoami", "null").Msg); got != tt.want {
+				t.Fatalf("whoami = %s, want %s", got, tt.want)
+			}
+			if tt.want == "null" {
+				if begin.Channel != "" {
+					t.Fatalf("BEGIN without user carries channel %q", begin.Channel)
+				}
+			} else if begin.Channel != "_user."+strings.Trim(tt.want, `"`) || begin.LastUID == "" {
+				t.Fatalf("BEGIN channel %q lastUid %q", begin.Channel, begin.LastUID)
+			}
+		})
+	}
+}
+
+func TestAsks(t *testing.T) {
+	_, base := startChat(t)
+	a, _ := dial(t, base, "user=alice", "")
+	b, _ := dial(t, base, "user=bob", "")
+	if got := string(a.ask("rooms", "null").Msg); got != `[]` {
+		t.Fatalf("rooms before any subscription = %s", got)
+	}
+	a.subscribe("zeta")
+	a.subscribe("alpha")
+	b.subscribe("alpha")
+	tests := []struct {
+		name, topic, msg, want string
+	}{
+		{"rooms sorted, no user channels", "rooms", "null", `["alpha","zeta"]`},
+		{"echo object", "echo", `{"a":[1,"<x>"]}`, `{"a":[1,"<x>"]}`},
+		{"echo number", "echo", `3.5`, `3.5`},
+		{"whoami", "whoami", `null`, `"alice"`},
+		{"members two", "members", `{"room":"alpha"}`, `2`},
+		{"members one", "members", `{"room":"zeta"}`, `1`},
+		{"members none", "members", `{"room":"empty"}`, `0`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a.t = t
+			var got string
+			deadline := time.Now().Add(timeout)
+			for {
+				got = string(a.ask(tt.topic, tt.msg).Msg)
+				// members is eventually consistent with the subscribe replies.
+				if got == tt.want || tt.topic != "members" || time.Now().After(deadline) {
+					break
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			if got != tt.want {
+				t.Fatalf("%s = %s, want %s", tt.topic, got, tt.want)
+			}
+		})
+	}
+	a.t = t
+	if m := a.ask("nosuch", "1"); m.Err == nil || m.Err.Code != protocol.CodeUnknownTopic {
+		t.Fatalf("unknown ask: %+v", m)
+	}
+}
+
+func TestForbiddenRoom(t *testing.T) {
+	_, base := startChat(t)
+	c, _ := dial(t, base, "", "")
+	m := c.subscribe("forbidden")
+	if m.Result || m.Err == nil || m.Err.Code != "forbidden" || m.Err.Name != "Forbidden" || m.Err.Message == "" {
+		t.Fatalf("forbidden room: %+v (err %+v)", m, m.Err)
+	}
+	if m := c.subscribe("allowed"); !m.Result {
+		t.Fatalf("allowed room refused: %+v", m.Err)
+	}
+}
+
+func TestPostAndPresence(t *testing.T) {
+	_, base := startChat(t)
+	a, _ := dial(t, base, "user=alice", "")
+	b, _ := dial(t, base, "", "")
+	a.subscribe("room")
+	b.subscribe("room")
+	if p := a.nextPresence(); p["event"] != "join" || p["channel"] != "room" {
+		t.Fatalf("alice got presence %v, want the join of the anonymous socket", p)
+	}
+
+	a.send(`{"sys":6,"topic":"post","msg":{"room":"room","text":"hi"}}`)
+	fa, fb := a.next(), b.next()
+	for _, f := range []*protocol.Message{fa, fb} {
+		if f.Sys != protocol.SysFeed || f.Channel != "room" || f.Topic != "message" || string(f.Msg) != `{"text":"hi","user":"alice"}` {
+			t.Fatalf("post feed %+v msg %s", f, f.Msg)
+		}
+	}
+	b.send(`{"sys":6,"topic":"post","msg":{"room":"room","text":"yo","echo":false}}`)
+	fa, fb = a.next(), b.next()
+	if fa.Sys != protocol.SysFeed || string(fa.Msg) != `{"text":"yo","user":null}` {
+		t.Fatalf("alice got %+v", fa)
+	}
+	if fb.Sys != protocol.SysUpdateSub || fb.Channel != "room" || fb.UID != fa.UID {
+		t.Fatalf("sender with echo false got %+v, want UPDATESUB %s", fb, fa.UID)
+	}
+	for _, bad := range []string{`{"text":"no room"}`, `{"room":"_x","text":"t"}`, `{"room":"bad room","text":"t"}`} {
+		a.send(`{"sys":6,"topic":"post","msg":` + bad + `}`)
+		m := a.next()
+		if m.Sys != protocol.SysTell || m.Topic != "error" || !strings.Contains(string(m.Msg), `"code":"bad_request"`) {
+			t.Fatalf("bad post %s answered %+v", bad, m)
+		}
+	}
+	b.ws.Close()
+	if p := a.nextPresence(); p["event"] != "leave" {
+		t.Fatalf("alice got presence %v, want a leave", p)
+	}
+}
+
+func TestDM(t *testing.T) {
+	_, base := startChat(t)
+	a, _ := dial(t, base, "user=alice", "")
+	b, beginB := dial(t, base, "user=bob", "")
+	a.send(`{"sys":6,"topic":"dm","msg":{"to":"bob","text":"psst"}}`)
+	m := b.next()
+	if m.Sys != protocol.SysFeed || m.Channel != beginB.Channel || m.Topic != "dm" || string(m.Msg) != `{"text":"psst","from":"alice"}` {
+		t.Fatalf("dm %+v msg %s", m, m.Msg)
+	}
+	a.send(`{"sys":6,"topic":"dm","msg":{"text":"nobody"}}`)
+	if m := a.next(); m.Sys != protocol.SysTell || m.Topic != "error" {
+		t.Fatalf("bad dm answered %+v", m)
+	}
+}
+
+func TestAdmin(t *testing.T) {
+	_, base := startChat(t)
+	admin, _ := dial(t, base, "user=admin", "")
+	eve, _ := dial(t, base, "user=eve", "")
+	anon, _ := dial(t, base, "", "")
+
+	for _, c := range []*conn{eve, anon} {
+		if m := c.ask("announce", `{"text":"x"}`); m.Err == nil || m.Err.Code != "forbidden" {
+			t.Fatalf("non-admin announce: %+v", m)
+		}
+		if m := c.ask("kick", `{"user":"eve","reason":"x"}`); m.Err == nil || m.Err.Code != "forbidden" {
+			t.Fatalf("non-admin kick: %+v", m)
+		}
+	}
+
+	admin.id++
+	admin.send(`{"sys":5,"topic":"announce","msg":{"text":"maintenance"},"id":` + strconv.Itoa(admin.id) + `}`)
+	gotResp, gotBC := false, false
+	for !gotResp || !gotBC {
+		m := admin.next()
+		switch {
+		case m.Sys == protocol.SysResponse && string(m.Msg) == "true":
+			gotResp = true
+		case m.Sys == protocol.SysBroadcast:
+			gotBC = true
+		default:
+			t.Fatalf("admin got %+v", m)
+		}
+	}
+	for _, c := range []*conn{eve, anon} {
+		m := c.next()
+		if m.Sys != protocol.SysBroadcast || m.Topic != "announcement" || string(m.Msg) != `{"text":"maintenance"}` {
+			t.Fatalf("broadcast %+v", m)
+		}
+	}
+
+	if m := admin.ask("kick", `{"user":"eve","reason":"be nice"}`); string(m.Msg) != "true" {
+		t.Fatalf("kick answered %+v", m)
+	}
+	if m := eve.next(); m.Sys != protocol.SysBoot || m.Reason != "be nice" {
+		t.Fatalf("eve got %+v, want BOOT", m)
+	}
+	// The client does not close: the server closes with 4001 after the grace.
+	if code, reason := eve.expectClose(); code != protocol.CloseBooted || reason != "be nice" {
+		t.Fatalf("eve closed with %d %q", code, reason)
+	}
+	anon.ask("echo", "1") // still connected
+}
