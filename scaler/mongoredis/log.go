@@ -65,15 +65,49 @@ func newLog(db *mongo.Database, prefix string) *mlog {
 	return &mlog{pubs: db.Collection(prefix + "_pubs"), chans: db.Collection(prefix + "_channels")}
 }
 
+// noDeadline hides ctx's deadline from the driver (which would send it as
+// maxTimeMS) while keeping its cancellation: FerretDB v1 drops the
+// connection on a createIndexes that carries maxTimeMS.
+type noDeadline struct{ context.Context }
+
+func (noDeadline) Deadline() (time.Time, bool) { return time.Time{}, false }
+
 func (l *mlog) ensureIndexes(ctx context.Context) error {
-	_, err := l.pubs.Indexes().CreateMany(ctx, []mongo.IndexModel{
+	models := []mongo.IndexModel{
 		{Keys: bson.D{{Key: "ch", Value: 1}, {Key: "ep", Value: 1}, {Key: "seq", Value: 1}},
 			Options: options.Index().SetName(indexSeq).SetUnique(true)},
 		{Keys: bson.D{{Key: "ch", Value: 1}, {Key: "ik", Value: 1}},
 			Options: options.Index().SetName(indexKey).SetUnique(true)},
-	})
+	}
+	var err error
+	// FerretDB v1 drops the connection on a createIndexes naming indexes
+	// that exist already: create only the missing ones, one at a time.
+	for attempt := 0; attempt < 5; attempt++ {
+		if err = l.createMissing(ctx, models); err == nil {
+			return nil
+		}
+		if !sleepCtx(ctx, backoff(attempt+2)) {
+			break
+		}
+	}
+	return unavailable("create indexes", err)
+}
+
+func (l *mlog) createMissing(ctx context.Context, models []mongo.IndexModel) error {
+	specs, err := l.pubs.Indexes().ListSpecifications(noDeadline{ctx})
 	if err != nil {
-		return unavailable("create indexes", err)
+		return err
+	}
+	have := make(map[string]bool, len(specs))
+	for _, sp := range specs {
+		have[sp.Name] = true
+	}
+	for i, m := range models {
+		if name := [...]string{indexSeq, indexKey}[i]; !have[name] {
+			if _, err := l.pubs.Indexes().CreateOne(noDeadline{ctx}, m); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }

@@ -125,7 +125,7 @@ func (w *writer) prepare(ctx context.Context) (string, uint64, error) {
 	if ep != "" && next != 0 && time.Since(checked) < epochRecheck {
 		return ep, next, nil
 	}
-	d, _, err := w.s.log.channel(ctx, w.ch, true)
+	d, _, err := w.s.mlog.channel(ctx, w.ch, true)
 	if err != nil {
 		return "", 0, err
 	}
@@ -133,7 +133,7 @@ func (w *writer) prepare(ctx context.Context) (string, uint64, error) {
 		next = 0
 	}
 	if next == 0 {
-		m, err := w.s.log.maxSeq(ctx, w.ch, d.Epoch)
+		m, err := w.s.mlog.maxSeq(ctx, w.ch, d.Epoch)
 		if err != nil {
 			return "", 0, err
 		}
@@ -198,7 +198,7 @@ func (w *writer) write(reqs []*pubReq) {
 			r.doc.Epoch, r.doc.Seq, r.doc.Time = ep, int64(next)+int64(i), now
 			docs[i] = &r.doc
 		}
-		_, err = s.log.pubs.InsertMany(ctx, docs, options.InsertMany().SetOrdered(true))
+		_, err = s.mlog.pubs.InsertMany(ctx, docs, options.InsertMany().SetOrdered(true))
 		if err == nil {
 			w.advance(ep, next+uint64(len(reqs)))
 			w.ack(reqs, nil)
@@ -248,9 +248,12 @@ func (w *writer) write(reqs []*pubReq) {
 			reqs = reqs[1:]
 			continue
 		}
-		// Another process took seq next+i.
+		// Another process took seq next+i: move past it. Reading the
+		// log's maximum is a collection scan on FerretDB, so it is only
+		// done after a long run of conflicts (relay hints usually move
+		// next ahead first).
 		conflicts++
-		if conflicts%4 == 0 {
+		if conflicts%32 == 0 {
 			w.invalidate()
 		} else {
 			w.advance(ep, next+uint64(i)+1)
@@ -267,9 +270,11 @@ func isDuplicate(we mongo.WriteError) bool {
 // earlier attempt (same _id), or an idempotent retry (same key). It reports
 // whether r is finished; false means a sequence conflict.
 func (w *writer) resolveDuplicate(ctx context.Context, r *pubReq, ep, msg string) (bool, error) {
+	// MongoDB names the index in the message; FerretDB does not.
 	bySeq := strings.Contains(msg, indexSeq)
-	if r.ambiguous || !bySeq {
-		d, found, err := w.s.log.findOne(ctx, bson.D{{Key: "_id", Value: r.doc.ID}})
+	keyed := !strings.HasPrefix(r.doc.Key, "#")
+	if r.ambiguous {
+		d, found, err := w.s.mlog.findOne(ctx, bson.D{{Key: "_id", Value: r.doc.ID}})
 		if err != nil {
 			return false, err
 		}
@@ -278,15 +283,15 @@ func (w *writer) resolveDuplicate(ctx context.Context, r *pubReq, ep, msg string
 			return true, nil
 		}
 	}
-	if !strings.HasPrefix(r.doc.Key, "#") && !bySeq {
-		d, found, err := w.s.log.findOne(ctx, bson.D{{Key: "ch", Value: w.ch}, {Key: "ik", Value: r.doc.Key}})
+	if keyed && !bySeq {
+		d, found, err := w.s.mlog.findOne(ctx, bson.D{{Key: "ch", Value: w.ch}, {Key: "ik", Value: r.doc.Key}})
 		if err != nil {
 			return false, err
 		}
 		if found {
 			if d.Epoch != ep {
 				// Left over from an older epoch: it no longer counts.
-				if _, err := w.s.log.pubs.DeleteOne(ctx, bson.D{{Key: "_id", Value: d.ID}}); err != nil {
+				if _, err := w.s.mlog.pubs.DeleteOne(ctx, bson.D{{Key: "_id", Value: d.ID}}); err != nil {
 					return false, unavailable("publish", err)
 				}
 				return false, nil

@@ -1,0 +1,399 @@
+package mongoredis
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sss-go/sss/protocol"
+	"github.com/sss-go/sss/scaler"
+)
+
+// A stream is this instance's ordered delivery of one channel. Relayed
+// publications, checks and fill requests go into its inbox; one worker
+// goroutine (started on demand, gone when the inbox is empty) processes
+// them in order, so deliveries of a channel never overlap.
+type stream struct {
+	s     *Scaler
+	ch    string
+	ready chan struct{} // closed once the start position is known
+	err   error         // set before ready is closed when Subscribe failed
+
+	removed atomic.Bool
+
+	mu       sync.Mutex
+	inbox    []item
+	running  bool
+	started  bool
+	lastRecv time.Time
+	pos      protocol.UID // last delivered position
+
+	// Owned by the worker (set by start before the first worker runs).
+	epoch   string
+	last    uint64
+	held    map[uint64]scaler.Publication
+	armed   bool
+	retries int
+}
+
+type itemKind uint8
+
+const (
+	itemPub   itemKind = iota + 1 // a relayed publication
+	itemFill                      // fill the gap before the held publications
+	itemCheck                     // compare with the log, fill what is missing
+)
+
+type item struct {
+	kind itemKind
+	pub  scaler.Publication
+}
+
+func (s *Scaler) stream(ch string) *stream {
+	s.streamsMu.Lock()
+	defer s.streamsMu.Unlock()
+	return s.streams[ch]
+}
+
+// push queues it and starts the worker when needed.
+func (st *stream) push(it item) {
+	if st.removed.Load() {
+		return
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.inbox = append(st.inbox, it)
+	if it.kind == itemPub {
+		st.lastRecv = time.Now()
+	}
+	st.kick()
+}
+
+// kick starts the worker; st.mu is held.
+func (st *stream) kick() {
+	if !st.started || st.running || len(st.inbox) == 0 {
+		return
+	}
+	if st.s.goWorker(st.run) {
+		st.running = true
+	}
+}
+
+// start sets the position the stream begins after and releases what was
+// buffered meanwhile.
+func (st *stream) start(pos protocol.UID) {
+	st.mu.Lock()
+	st.epoch, st.last, st.pos = pos.Epoch, pos.Seq, pos
+	st.held = make(map[uint64]scaler.Publication)
+	st.started = true
+	st.lastRecv = time.Now()
+	st.kick()
+	st.mu.Unlock()
+	close(st.ready)
+}
+
+func (st *stream) position() protocol.UID {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.pos
+}
+
+func (st *stream) run() {
+	for {
+		st.mu.Lock()
+		items := st.inbox
+		st.inbox = nil
+		if len(items) == 0 || st.removed.Load() {
+			st.running = false
+			st.mu.Unlock()
+			return
+		}
+		st.mu.Unlock()
+		for _, it := range items {
+			if st.removed.Load() {
+				break
+			}
+			switch it.kind {
+			case itemPub:
+				st.onPub(it.pub)
+			case itemFill:
+				st.armed = false
+				st.fillHeld()
+			case itemCheck:
+				st.check()
+			}
+		}
+	}
+}
+
+func (st *stream) onPub(p scaler.Publication) {
+	if p.UID.Epoch != st.epoch {
+		st.epochMismatch(p)
+		return
+	}
+	switch {
+	case p.UID.Seq <= st.last:
+		return // duplicate or before the start position
+	case p.UID.Seq == st.last+1:
+		st.deliver(p)
+		st.drainHeld()
+	default:
+		st.held[p.UID.Seq] = p
+		st.arm(st.s.opts.GapWait)
+	}
+}
+
+// arm schedules a fill of the held publications after d.
+func (st *stream) arm(d time.Duration) {
+	if st.armed {
+		return
+	}
+	st.armed = true
+	st.s.afterFunc(d, func() { st.push(item{kind: itemFill}) })
+}
+
+func (st *stream) deliver(p scaler.Publication) {
+	st.last = p.UID.Seq
+	st.mu.Lock()
+	st.pos = p.UID
+	st.mu.Unlock()
+	if h := st.s.h.Publication; h != nil && !st.removed.Load() {
+		h(p)
+	}
+}
+
+// drainHeld delivers held publications that became next in line.
+func (st *stream) drainHeld() {
+	for {
+		p, ok := st.held[st.last+1]
+		if !ok {
+			break
+		}
+		delete(st.held, st.last+1)
+		st.deliver(p)
+	}
+	for seq := range st.held {
+		if seq <= st.last {
+			delete(st.held, seq)
+		}
+	}
+}
+
+func (st *stream) lowestHeld() uint64 {
+	var low uint64
+	for seq := range st.held {
+		if low == 0 || seq < low {
+			low = seq
+		}
+	}
+	return low
+}
+
+func (st *stream) ctx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(st.s.ctx, st.s.opts.WriteTimeout)
+}
+
+// retry schedules another attempt after a failed log read.
+func (st *stream) retry(kind itemKind, err error) {
+	st.retries++
+	st.s.event(scaler.EventBackendError, st.ch, 0, err)
+	d := min(st.s.opts.GapWait<<min(st.retries, 6), 2*time.Second)
+	if kind == itemFill {
+		st.arm(d)
+		return
+	}
+	st.s.afterFunc(d, func() { st.push(item{kind: itemCheck}) })
+}
+
+// fillHeld reads from the log what is missing before the lowest held
+// publication, then delivers in order.
+func (st *stream) fillHeld() {
+	low := st.lowestHeld()
+	if low == 0 {
+		return
+	}
+	if low == st.last+1 {
+		st.drainHeld()
+		return
+	}
+	if !st.fill(low) {
+		return
+	}
+	st.drainHeld()
+	if len(st.held) > 0 {
+		st.arm(st.s.opts.GapWait)
+	}
+}
+
+// fill delivers the stored publications after st.last (and before
+// `before` when not 0). A hole in the log (trimmed, or history reset) is
+// reported with Handler.Reset and skipped. It reports false when the log
+// could not be read (a retry is scheduled).
+func (st *stream) fill(before uint64) bool {
+	ctx, cancel := st.ctx()
+	defer cancel()
+	docs, err := st.s.mlog.readRange(ctx, st.ch, st.epoch, st.last, before, 0)
+	if err != nil {
+		st.retry(itemFill, err)
+		return false
+	}
+	st.retries = 0
+	filled := 0
+	for i := range docs {
+		d := &docs[i]
+		seq := uint64(d.Seq)
+		if seq <= st.last {
+			continue
+		}
+		if seq != st.last+1 {
+			if !st.lost(ctx, seq-1) {
+				return true
+			}
+		}
+		st.deliver(d.publication())
+		filled++
+	}
+	if filled > 0 {
+		st.s.log.Warn("sss/mongoredis: relay gap filled from the log", "channel", st.ch, "count", filled)
+		st.s.event(scaler.EventGapFilled, st.ch, filled, nil)
+	}
+	if before > 0 && st.last+1 < before {
+		st.lost(ctx, before-1)
+	}
+	return true
+}
+
+// lost handles publications st.last+1..upTo missing from the log: the
+// epoch changed, or they were trimmed. It reports whether the stream
+// stays in the same epoch.
+func (st *stream) lost(ctx context.Context, upTo uint64) bool {
+	d, _, err := st.s.mlog.channel(ctx, st.ch, true)
+	if err == nil && d.Epoch != st.epoch {
+		st.resetEpoch(d.Epoch)
+		st.push(item{kind: itemCheck})
+		return false
+	}
+	err = fmt.Errorf("sss/mongoredis: channel %q: %w", st.ch, scaler.ErrTrimmed)
+	pos := protocol.UID{Epoch: st.epoch, Seq: upTo}
+	st.s.log.Warn("sss/mongoredis: publications lost", "channel", st.ch, "uid", pos.String(), "err", err)
+	st.s.event(scaler.EventGapLost, st.ch, int(upTo-st.last), err)
+	st.last = upTo
+	st.mu.Lock()
+	st.pos = pos
+	st.mu.Unlock()
+	if h := st.s.h.Reset; h != nil && !st.removed.Load() {
+		h(st.ch, pos, err)
+	}
+	return true
+}
+
+// resetEpoch moves the stream to a new epoch and reports it.
+func (st *stream) resetEpoch(ep string) {
+	err := fmt.Errorf("sss/mongoredis: channel %q: %w", st.ch, scaler.ErrEpochChanged)
+	pos := protocol.UID{Epoch: ep}
+	st.s.log.Warn("sss/mongoredis: channel history reset", "channel", st.ch, "uid", pos.String())
+	st.s.event(scaler.EventGapLost, st.ch, 0, err)
+	st.epoch, st.last = ep, 0
+	clear(st.held)
+	st.mu.Lock()
+	st.pos = pos
+	st.mu.Unlock()
+	if h := st.s.h.Reset; h != nil && !st.removed.Load() {
+		h(st.ch, pos, err)
+	}
+}
+
+// epochMismatch handles a publication of another epoch than the stream's.
+func (st *stream) epochMismatch(p scaler.Publication) {
+	ctx, cancel := st.ctx()
+	defer cancel()
+	d, _, err := st.s.mlog.channel(ctx, st.ch, true)
+	if err != nil {
+		st.retry(itemCheck, err)
+		return
+	}
+	if d.Epoch == st.epoch {
+		return // a late message of an old epoch
+	}
+	st.resetEpoch(d.Epoch)
+	if p.UID.Epoch == d.Epoch {
+		st.onPub(p)
+	}
+}
+
+// check compares the stream with the log and fills what it missed.
+func (st *stream) check() {
+	ctx, cancel := st.ctx()
+	defer cancel()
+	d, _, err := st.s.mlog.channel(ctx, st.ch, true)
+	if err != nil {
+		st.retry(itemCheck, err)
+		return
+	}
+	if d.Epoch != st.epoch {
+		st.resetEpoch(d.Epoch)
+	}
+	if uint64(d.Floor) > st.last {
+		docs, err := st.s.mlog.readRange(ctx, st.ch, st.epoch, st.last, 0, 1)
+		if err != nil {
+			st.retry(itemCheck, err)
+			return
+		}
+		upTo := uint64(d.Floor)
+		if len(docs) > 0 {
+			upTo = uint64(docs[0].Seq) - 1
+		}
+		if upTo > st.last {
+			st.lost(ctx, upTo)
+		}
+	}
+	if !st.fill(0) {
+		return
+	}
+	st.drainHeld()
+}
+
+// checkAll makes every served channel check the log (after a relay
+// reconnect).
+func (s *Scaler) checkAll() {
+	s.streamsMu.Lock()
+	list := make([]*stream, 0, len(s.streams))
+	for _, st := range s.streams {
+		list = append(list, st)
+	}
+	s.streamsMu.Unlock()
+	for _, st := range list {
+		st.push(item{kind: itemCheck})
+	}
+}
+
+// checkLoop checks channels that received nothing for CheckInterval: a
+// lost last publication has no later one to reveal it.
+func (s *Scaler) checkLoop() {
+	t := time.NewTicker(s.opts.CheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := time.Now()
+		s.streamsMu.Lock()
+		var quiet []*stream
+		for _, st := range s.streams {
+			st.mu.Lock()
+			if st.started && !st.running && now.Sub(st.lastRecv) >= s.opts.CheckInterval {
+				quiet = append(quiet, st)
+				st.lastRecv = now
+			}
+			st.mu.Unlock()
+		}
+		s.streamsMu.Unlock()
+		for _, st := range quiet {
+			st.push(item{kind: itemCheck})
+		}
+	}
+}
