@@ -92,11 +92,18 @@ func (m *Memory) relayed(h Handler, s *memSub, p Publication) {
 			h.Publication(p)
 		}
 	default:
-		missing := p.UID.Seq - s.last - 1
+		// Hold p back, fill the gap from the log, then deliver p
+		// (unless the log moved the stream past it).
 		if m.log.Enabled(context.Background(), slog.LevelDebug) {
-			m.log.Debug("relay gap", "channel", s.channel, "uid", p.UID.String(), "missing", missing)
+			m.log.Debug("relay gap", "channel", s.channel, "uid", p.UID.String(), "missing", p.UID.Seq-s.last-1)
 		}
-		m.advance(h, s, p.UID.Seq)
+		m.advance(h, s, p.UID.Seq-1)
+		if s.epoch == p.UID.Epoch && s.last+1 == p.UID.Seq && !s.dead.Load() {
+			s.last = p.UID.Seq
+			if h.Publication != nil {
+				h.Publication(p)
+			}
+		}
 	}
 }
 
@@ -109,6 +116,10 @@ func (m *Memory) advance(h Handler, s *memSub, upto uint64) {
 			return
 		}
 		v := m.b.view(s.channel, s.epoch, s.last, upto)
+		target := v.last
+		if upto != 0 && upto < target {
+			target = upto
+		}
 		switch {
 		case v.epoch != s.epoch:
 			s.epoch, s.last, s.seen, upto = v.epoch, 0, 0, 0
@@ -120,8 +131,10 @@ func (m *Memory) advance(h Handler, s *memSub, upto uint64) {
 			s.last, s.seen = v.last, v.last
 			m.reset(h, s, fmt.Errorf("sss/scaler: stream %q: %w", s.channel, ErrFuture))
 			continue
-		case s.last < v.last && s.last+1 < v.first:
-			s.last = v.first - 1
+		case s.last < target && s.last+1 < v.first:
+			// Publications up to first-1 are gone: skip them, but not
+			// past target (a held-back relay may follow).
+			s.last = min(v.first-1, target)
 			m.reset(h, s, fmt.Errorf("sss/scaler: stream %q: %w", s.channel, ErrTrimmed))
 			continue
 		}
@@ -137,15 +150,10 @@ func (m *Memory) advance(h Handler, s *memSub, upto uint64) {
 		}
 		break
 	}
-	if filled > 1 || (filled == 1 && upto == 0) {
-		// The last one delivered came with the relay when upto != 0.
-		n := filled
-		if upto != 0 {
-			n--
-		}
-		m.log.Warn("relay gap filled from the log", "channel", s.channel, "count", n)
+	if filled > 0 {
+		m.log.Warn("relay gap filled from the log", "channel", s.channel, "count", filled)
 		if h.Event != nil {
-			h.Event(Event{Kind: EventGapFilled, Channel: s.channel, Count: n, Time: time.Now()})
+			h.Event(Event{Kind: EventGapFilled, Channel: s.channel, Count: filled, Time: time.Now()})
 		}
 	}
 }

@@ -657,3 +657,36 @@ func TestMemoryRelayChaos(t *testing.T) {
 	}
 	t.Logf("%d publications filled from the log", filled)
 }
+
+// With nothing kept, a relay gap cannot be filled: the stream reports the
+// hole and still delivers the relayed publications that follow it.
+func TestMemoryGapWithNothingKept(t *testing.T) {
+	ctx := context.Background()
+	b := quietBackend(scaler.MemoryOptions{
+		CheckInterval:    time.Hour,
+		DefaultRetention: scaler.Retention{MaxCount: -1},
+	})
+	a, _ := start(t, b)
+	c, rc := start(t, b)
+	c.Subscribe(ctx, "ch")
+	c.DropNextRelay("ch")
+	var uids []protocol.UID
+	for i := 1; i <= 4; i++ {
+		u, err := a.Publish(ctx, "ch", "t", msg(i), scaler.PublishOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		uids = append(uids, u)
+	}
+	rc.wait(t, "seqs 2..4", func(r *rec) bool { return len(r.pubs["ch"]) == 3 })
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if len(rc.resets) != 1 || rc.resets[0].pos != uids[0] || !errors.Is(rc.resets[0].err, scaler.ErrTrimmed) {
+		t.Fatalf("resets = %+v, want one to %v with ErrTrimmed", rc.resets, uids[0])
+	}
+	for i, p := range rc.pubs["ch"] {
+		if p.UID != uids[i+1] {
+			t.Fatalf("delivery %d = %v, want %v", i, p.UID, uids[i+1])
+		}
+	}
+}
