@@ -286,9 +286,11 @@ func TestNotRecoverable(t *testing.T) {
 		missed   int
 		maxRecov int
 		trim     bool
+		reset    bool
 	}{
 		{name: "trimmed", missed: 30, trim: true},
 		{name: "too many", missed: 40, maxRecov: 10},
+		{name: "history reset", missed: 5, reset: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			testutil.CheckLeaks(t)
@@ -330,6 +332,11 @@ func TestNotRecoverable(t *testing.T) {
 			publish(11, last)
 			if tc.trim {
 				if err := sc.Trim(ctx, "count", uint64(last)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if tc.reset {
+				if err := sc.ResetHistory(ctx, "count"); err != nil {
 					t.Fatal(err)
 				}
 			}

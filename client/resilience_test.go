@@ -254,9 +254,7 @@ func TestCloseWhileReconnecting(t *testing.T) {
 		t.Errorf("status %v, sub %v", c.Status(), sub.Status())
 	}
 	px.Resume()
-	if n := s.srv.Stats().Sockets; n != 0 {
-		t.Errorf("server has %d sockets after Close", n)
-	}
+	testutil.WaitFor(t, wait, func() bool { return s.srv.Stats().Sockets == 0 }, "no socket left")
 }
 
 // TestReconnectGivesUp: ReconnectAttempts bounds a reconnection;
