@@ -407,3 +407,44 @@ func TestBootFromFake(t *testing.T) {
 		t.Errorf("Ask after boot = %v, want ErrBooted", err)
 	}
 }
+
+// TestBadServerFrames: frames a correct server never sends are ignored
+// without harm; the connection stays usable.
+func TestBadServerFrames(t *testing.T) {
+	testutil.CheckLeaks(t)
+	f := newFakeServer(t)
+	c, fc := dialFake(t, f, fastOpts(), protocol.Prot{V: 1}, "")
+	for _, frame := range []string{
+		`not json`, `[]`, `{"sys":"x"}`, `{"sys":99}`, `{"sys":5,"topic":"x","id":1}`,
+		`{"sys":7,"id":12345,"msg":1}`, `{"sys":1,"result":true,"channel":"c","id":777,"lastUid":"E.1"}`,
+		`{"sys":8,"topic":"t","msg":1,"channel":"unknown","uid":"E.1"}`, `{"sys":8,"topic":1}`,
+		`{"sys":12,"channel":"unknown","uid":"x"}`, `{"sys":6,"topic":"_presence","msg":"not an object"}`,
+		`{"sys":6,"topic":"nohandler","msg":{}}`, `{"err":"not an object"}`, `{"sys":4,"result":null}`,
+		`{"sys":3,"prot":{"v":1}}`, `{"sys":11}`, "h\n",
+	} {
+		fc.send([]byte(frame))
+	}
+	if err := fc.ws.WriteMessage(websocket.BinaryMessage, []byte{1, 2, 3}); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	var got string
+	go func() { done <- c.Ask(context.Background(), "echo", "still here", &got) }()
+	fr := fc.next(true)
+	m, err := protocol.DecodeClient([]byte(fr.text), protocol.DefaultLimits())
+	if err != nil || m.Sys != protocol.SysAsk {
+		t.Fatalf("client sent %q, want ASK", fr.text)
+	}
+	fc.send(protocol.AppendResponse(nil, m.ID, m.Msg))
+	select {
+	case err := <-done:
+		if err != nil || got != "still here" {
+			t.Fatalf("Ask after bad frames: %q %v", got, err)
+		}
+	case <-time.After(waitLong):
+		t.Fatal("Ask after bad frames: no result")
+	}
+	if c.Status() != StatusReady {
+		t.Errorf("status %v", c.Status())
+	}
+}
