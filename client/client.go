@@ -399,10 +399,12 @@ func marshal(v any) (json.RawMessage, error) {
 		if x == nil {
 			return nil, nil
 		}
-		if !json.Valid(x) {
-			return nil, errors.New("invalid JSON in json.RawMessage")
+		// Frames are compact JSON (PROTOCOL.md); Compact also validates.
+		var buf bytes.Buffer
+		if err := json.Compact(&buf, x); err != nil {
+			return nil, fmt.Errorf("invalid JSON in json.RawMessage: %w", err)
 		}
-		return x, nil
+		return buf.Bytes(), nil
 	}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
@@ -413,7 +415,7 @@ func marshal(v any) (json.RawMessage, error) {
 	return bytes.TrimRight(buf.Bytes(), "\n"), nil
 }
 
-// pushStatusLocked records a status change and queues its callback. c.mu
+// setStatusLocked records a status change and queues its callback. c.mu
 // must be held.
 func (c *Client) setStatusLocked(s Status) {
 	old := c.status
