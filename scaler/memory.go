@@ -656,16 +656,17 @@ func (m *Memory) Close(ctx context.Context) error {
 	first := !m.closed.Load()
 	if first {
 		m.closed.Store(true)
-		for _, c := range b.channels {
-			if s := c.subs[m]; s != nil {
-				s.dead.Store(true)
-				delete(c.subs, m)
-			}
-		}
 		b.dropOwnedLocked(m.id)
 		delete(b.leases, m.id)
 		delete(b.instances, m)
 		m.mu.Lock()
+		for ch, s := range m.subs {
+			s.dead.Store(true)
+			if c := b.channels[ch]; c != nil && c.subs[m] == s {
+				delete(c.subs, m)
+			}
+		}
+		clear(m.subs)
 		for t := range m.timers {
 			t.Stop()
 		}
@@ -685,7 +686,11 @@ func (m *Memory) Close(ctx context.Context) error {
 	select {
 	case <-m.done:
 	case <-ctx.Done():
-		return fmt.Errorf("sss/scaler: close: %w", ctx.Err())
+		select {
+		case <-m.done: // stopped in time after all
+		default:
+			return fmt.Errorf("sss/scaler: close: %w", ctx.Err())
+		}
 	}
 	if first {
 		m.log.Debug("memory scaler closed")
