@@ -222,6 +222,10 @@ func testClose(t *testing.T, f Factory) {
 	if err := a.s.Join(ctx(t), ch, scaler.Member{ID: "a1"}); err != nil {
 		t.Fatal(err)
 	}
+	if err := a.s.AddUser(ctx(t), "ua"); err != nil {
+		t.Fatal(err)
+	}
+	pollUntil(t, "A's user entry", func() string { return expectUsers(t, ns, "ua", a.s.ID()) })
 	a.publish(t, ch, `1`)
 	closeCtx, cancel := context.WithTimeout(context.Background(), waitBound)
 	defer cancel()
@@ -252,8 +256,13 @@ func testClose(t *testing.T, f Factory) {
 			}
 		})
 	}
-	// The closed instance's presence vanished.
-	pollUntil(t, "A's member gone", func() string { return expectPresence(t, ns[1:], ch) })
+	// The closed instance's presence and user entries vanished.
+	pollUntil(t, "A's member and user gone", func() string {
+		if msg := expectPresence(t, ns[1:], ch); msg != "" {
+			return msg
+		}
+		return expectUsers(t, ns[1:], "ua")
+	})
 	// B still works.
 	u := b.publish(t, ch, `2`)
 	b.r.waitSeq(t, b.name, ch, u)
