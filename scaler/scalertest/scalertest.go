@@ -25,13 +25,13 @@
 //	Since            exact suffix from every position 0..200, limits, ErrFuture, ErrEpochChanged
 //	History          the newest publications, oldest first
 //	Idempotency      the same key twice (from two instances) stores once
-//	Control          every instance, sender included, gets each control message once, Origin set
+//	Control          every instance (three), sender included, gets each control message once, Origin set
 //	Presence         Join / Leave / Presence / Count across instances
 //	Users            AddUser / RemoveUser counting, UserInstances
 //	Health           nil when started
-//	Close            errors after Close (ErrClosed), Close idempotent, cancelled contexts
+//	Close            errors after Close (ErrClosed), presence and users dropped, Close idempotent, cancelled contexts
 //	NoLeak           closing every instance leaves no goroutine behind
-//	Fault/DroppedRelay    a dropped relay (middle and last) is filled from the log, never a gap
+//	Fault/DroppedRelay    a dropped relay (first, middle, last) is filled from the log, never a gap
 //	Fault/DelayedRelay    a delayed relay overtaken by later ones: still in order, once
 //	Fault/Trimmed         Since past trimmed history: ErrTrimmed; a stream gap over trimmed history is reported by Reset
 //	Fault/HistoryReset    new epoch: ErrEpochChanged, position <new>.0, streams Reset then continue
