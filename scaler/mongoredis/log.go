@@ -143,6 +143,11 @@ func (l *mlog) channel(ctx context.Context, ch string, create bool) (chanDoc, bo
 		if attempt > 3 {
 			return chanDoc{}, false, unavailable("create channel", errors.New("channel document keeps vanishing"))
 		}
+		// A new channel (or a database that lost its data): make sure the
+		// unique indexes exist before anything is written under its epoch.
+		if err := l.ensureIndexes(ctx); err != nil {
+			return chanDoc{}, false, err
+		}
 		d = chanDoc{Ch: ch, Epoch: protocol.NewEpoch()}
 		_, err = l.chans.InsertOne(ctx, d)
 		if err == nil {

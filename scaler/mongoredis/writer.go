@@ -17,10 +17,14 @@ import (
 	"github.com/sss-go/sss/protocol"
 )
 
-// epochRecheck is how long a writer trusts its cached epoch before reading
-// the channel document again (catches a history reset by another instance
-// or a wiped database).
-const epochRecheck = time.Second
+// A writer trusts its cached epoch for epochRecheck while it keeps
+// writing, and for idleRecheck after its last write; then it reads the
+// channel document again (catches a history reset by another instance or
+// a database that lost its data while this process was idle).
+const (
+	epochRecheck = time.Second
+	idleRecheck  = 200 * time.Millisecond
+)
 
 // pubReq is one Publish call waiting for its batch.
 type pubReq struct {
@@ -52,6 +56,14 @@ type writer struct {
 	epoch   string
 	next    uint64 // 0: unknown, read from the log before the next write
 	checked time.Time
+	wrote   time.Time
+
+	// Stored publications waiting to be relayed, in seq order. Relaying
+	// runs on its own goroutine so that a slow or absent Redis never
+	// holds up writes.
+	relayMu      sync.Mutex
+	relayQ       []*pubDoc
+	relayRunning bool
 }
 
 // writerFor returns the channel's writer.
@@ -120,9 +132,9 @@ func (w *writer) run() {
 // prepare returns the epoch and next seq to write with.
 func (w *writer) prepare(ctx context.Context) (string, uint64, error) {
 	w.mu.Lock()
-	ep, next, checked := w.epoch, w.next, w.checked
+	ep, next, checked, wrote := w.epoch, w.next, w.checked, w.wrote
 	w.mu.Unlock()
-	if ep != "" && next != 0 && time.Since(checked) < epochRecheck {
+	if ep != "" && next != 0 && time.Since(checked) < epochRecheck && time.Since(wrote) < idleRecheck {
 		return ep, next, nil
 	}
 	d, _, err := w.s.mlog.channel(ctx, w.ch, true)
@@ -154,6 +166,7 @@ func (w *writer) advance(ep string, next uint64) {
 	if w.epoch == ep && next > w.next {
 		w.next = next
 	}
+	w.wrote = time.Now()
 	w.mu.Unlock()
 }
 
@@ -324,7 +337,28 @@ func (w *writer) ack(reqs []*pubReq, stored *pubDoc) {
 		docs[i] = d
 		r.finish(protocol.UID{Epoch: d.Epoch, Seq: uint64(d.Seq)}, nil)
 	}
-	w.s.relayPubs(w.ch, docs)
+	w.relayMu.Lock()
+	defer w.relayMu.Unlock()
+	w.relayQ = append(w.relayQ, docs...)
+	if !w.relayRunning && w.s.goWorker(w.relayRun) {
+		w.relayRunning = true
+	}
+}
+
+// relayRun relays what ack queued, in order, in pipelined batches.
+func (w *writer) relayRun() {
+	for {
+		w.relayMu.Lock()
+		docs := w.relayQ
+		w.relayQ = nil
+		if len(docs) == 0 {
+			w.relayRunning = false
+			w.relayMu.Unlock()
+			return
+		}
+		w.relayMu.Unlock()
+		w.s.relayPubs(w.ch, docs)
+	}
 }
 
 // backoff is the pause before retry attempt n.

@@ -1,0 +1,284 @@
+package mongoredis
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sss-go/sss/internal/testutil"
+	"github.com/sss-go/sss/protocol"
+	"github.com/sss-go/sss/scaler"
+)
+
+// flow publishes continuously on one channel from several goroutines
+// spread over some instances, recording what was acknowledged and what
+// failed.
+type flow struct {
+	mu       sync.Mutex
+	acked    []protocol.UID
+	failures []flowFailure
+	stop     chan struct{}
+	wg       sync.WaitGroup
+}
+
+type flowFailure struct {
+	err  error
+	took time.Duration
+}
+
+func startFlow(t *testing.T, ch string, timeout time.Duration, publishers int, on ...*Scaler) *flow {
+	f := &flow{stop: make(chan struct{})}
+	for p := range publishers {
+		s := on[p%len(on)]
+		f.wg.Add(1)
+		go func() {
+			defer f.wg.Done()
+			for n := 0; ; n++ {
+				select {
+				case <-f.stop:
+					return
+				default:
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), timeout)
+				start := time.Now()
+				uid, err := s.Publish(ctx, ch, "t", json.RawMessage(fmt.Sprintf(`{"p":%d,"n":%d}`, p, n)), scaler.PublishOptions{})
+				took := time.Since(start)
+				cancel()
+				f.mu.Lock()
+				if err != nil {
+					f.failures = append(f.failures, flowFailure{err, took})
+				} else {
+					f.acked = append(f.acked, uid)
+				}
+				f.mu.Unlock()
+				if err != nil {
+					// Do not spin on a dead backend.
+					sleepCtx(context.Background(), 20*time.Millisecond)
+				}
+			}
+		}()
+	}
+	t.Cleanup(f.halt)
+	return f
+}
+
+func (f *flow) halt() {
+	select {
+	case <-f.stop:
+	default:
+		close(f.stop)
+	}
+	f.wg.Wait()
+}
+
+func (f *flow) counts() (acked, failed int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.acked), len(f.failures)
+}
+
+func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	testutil.WaitFor(t, d, cond, what)
+}
+
+// checkStreamHas verifies that a stream is gap-free and duplicate-free
+// from after+1 to its end at last, and holds every uid in want.
+func checkStreamHas(t *testing.T, who string, ps []scaler.Publication, after, last protocol.UID, want []protocol.UID) {
+	t.Helper()
+	cur := after
+	for i, p := range ps {
+		if p.UID != cur.Next() {
+			t.Fatalf("%s: entry %d is %v, want %v (gap, duplicate or disorder)", who, i, p.UID, cur.Next())
+		}
+		cur = p.UID
+	}
+	if cur != last {
+		t.Fatalf("%s: stream ends at %v, want %v", who, cur, last)
+	}
+	for _, u := range want {
+		if c, ok := u.Compare(last); !ok || c > 0 || u.Seq <= after.Seq {
+			t.Fatalf("%s: acknowledged %v is not in the stream (%v, %v]", who, u, after, last)
+		}
+	}
+}
+
+// fence publishes one more message and waits until every recorder has it.
+func fenceAll(t *testing.T, s *Scaler, ch string, recs ...*recorder) protocol.UID {
+	t.Helper()
+	var uid protocol.UID
+	waitUntil(t, 30*time.Second, "a fence publication to succeed", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		var err error
+		uid, err = s.Publish(ctx, ch, "fence", json.RawMessage(`{}`), scaler.PublishOptions{})
+		return err == nil
+	})
+	for i, r := range recs {
+		r.waitFor(t, 30*time.Second, fmt.Sprintf("instance %d to receive the fence %v", i, uid), func() bool {
+			ps := r.stream(ch)
+			return len(ps) > 0 && ps[len(ps)-1].UID == uid
+		})
+	}
+	return uid
+}
+
+// TestRedisRestart: redis-server restarted while publications flow; every
+// subscriber still gets every publication once, in order, the missed ones
+// filled from MongoDB.
+func TestRedisRestart(t *testing.T) {
+	rd := testutil.StartRedis(t)
+	if !rd.CanRestart() {
+		t.Skip("Redis from SSS_TEST_REDIS_URL cannot be restarted")
+	}
+	mg := testutil.SharedMongo(t)
+	env := newEnv(t, rd.URL, mg.URI)
+	const ch = "redis-restart"
+	scs := make([]*Scaler, 3)
+	recs := make([]*recorder, 3)
+	var pos protocol.UID
+	for i := range scs {
+		scs[i] = env.newScaler(t, nil)
+		recs[i] = startScaler(t, scs[i])
+		p, err := scs[i].Subscribe(context.Background(), ch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pos = p
+	}
+	f := startFlow(t, ch, 5*time.Second, 8, scs[0], scs[1])
+	waitUntil(t, 30*time.Second, "50 publications before the fault", func() bool { n, _ := f.counts(); return n >= 50 })
+	rd.Stop()
+	before, _ := f.counts()
+	waitUntil(t, 30*time.Second, "100 publications while Redis is down", func() bool { n, _ := f.counts(); return n >= before+100 })
+	rd.Start()
+	for i, r := range recs {
+		r.waitFor(t, 30*time.Second, fmt.Sprintf("instance %d to report the relay back", i), func() bool {
+			return r.count(scaler.EventRelayReconnected) > 0
+		})
+	}
+	after, _ := f.counts()
+	waitUntil(t, 30*time.Second, "50 publications after the fault", func() bool { n, _ := f.counts(); return n >= after+50 })
+	f.halt()
+	last := fenceAll(t, scs[2], ch, recs...)
+	for i, r := range recs {
+		checkStreamHas(t, fmt.Sprintf("instance %d", i), r.stream(ch), pos, last, f.acked)
+		if r.count(scaler.EventGapFilled) == 0 {
+			t.Errorf("instance %d never filled a gap from the log", i)
+		}
+	}
+	if _, failed := f.counts(); failed > 0 {
+		t.Errorf("%d publishes failed while only Redis was down: %v", failed, f.failures[0].err)
+	}
+}
+
+// TestMongoStop: the MongoDB (FerretDB) process stopped while publications
+// flow: publishes fail with ErrUnavailable within their deadline, succeed
+// again once it is back, and nothing acknowledged is lost.
+func TestMongoStop(t *testing.T) {
+	mg := testutil.StartMongo(t)
+	if !mg.CanRestart() {
+		t.Skip("MongoDB from SSS_TEST_MONGO_URI cannot be stopped")
+	}
+	rd := testutil.StartRedis(t)
+	env := newEnv(t, rd.URL, mg.URI)
+	const ch = "mongo-stop"
+	const deadline = 500 * time.Millisecond
+	scs := make([]*Scaler, 2)
+	recs := make([]*recorder, 2)
+	var pos protocol.UID
+	for i := range scs {
+		scs[i] = env.newScaler(t, nil)
+		recs[i] = startScaler(t, scs[i])
+		p, err := scs[i].Subscribe(context.Background(), ch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pos = p
+	}
+	f := startFlow(t, ch, deadline, 16, scs...)
+	waitUntil(t, 30*time.Second, "50 publications before the fault", func() bool { n, _ := f.counts(); return n >= 50 })
+	mg.Stop()
+	waitUntil(t, 60*time.Second, "100 failed publishes while MongoDB is down", func() bool { _, n := f.counts(); return n >= 100 })
+	mg.Start()
+	after, _ := f.counts()
+	waitUntil(t, 60*time.Second, "50 publications after MongoDB is back", func() bool { n, _ := f.counts(); return n >= after+50 })
+	f.halt()
+	for i, fl := range f.failures {
+		if !errors.Is(fl.err, scaler.ErrUnavailable) {
+			t.Fatalf("failure %d: %v does not wrap ErrUnavailable", i, fl.err)
+		}
+		if fl.took > deadline+2*time.Second {
+			t.Fatalf("failure %d took %v with a %v deadline", i, fl.took, deadline)
+		}
+	}
+	last := fenceAll(t, scs[0], ch, recs...)
+	for i, r := range recs {
+		checkStreamHas(t, fmt.Sprintf("instance %d", i), r.stream(ch), pos, last, f.acked)
+	}
+	filled := recs[0].count(scaler.EventGapFilled) + recs[1].count(scaler.EventGapFilled)
+	t.Logf("%d acknowledged, %d failed, gap fills: %d", len(f.acked), len(f.failures), filled)
+}
+
+// TestMongoWipe: the MongoDB data is lost (data dir wiped, server
+// restarted): an old uid is not recoverable (ErrEpochChanged), streams are
+// Reset into the new epoch and go on.
+func TestMongoWipe(t *testing.T) {
+	mg := testutil.StartMongo(t)
+	if !mg.CanRestart() {
+		t.Skip("MongoDB from SSS_TEST_MONGO_URI cannot be wiped")
+	}
+	rd := testutil.StartRedis(t)
+	env := newEnv(t, rd.URL, mg.URI)
+	const ch = "mongo-wipe"
+	a, b := env.newScaler(t, nil), env.newScaler(t, nil)
+	ra, rb := startScaler(t, a), startScaler(t, b)
+	ctx := context.Background()
+	pos, err := a.Subscribe(ctx, ch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Subscribe(ctx, ch); err != nil {
+		t.Fatal(err)
+	}
+	var old []protocol.UID
+	for i := range 10 {
+		u, err := a.Publish(ctx, ch, "t", json.RawMessage(fmt.Sprint(i)), scaler.PublishOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		old = append(old, u)
+	}
+	rb.waitFor(t, 30*time.Second, "B to receive the first 10", func() bool { return len(rb.stream(ch)) == 10 })
+	mg.Wipe()
+	var first protocol.UID
+	waitUntil(t, 30*time.Second, "a publish to succeed after the wipe", func() bool {
+		c, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		first, err = a.Publish(c, ch, "t", json.RawMessage(`"new"`), scaler.PublishOptions{})
+		return err == nil
+	})
+	if first.Epoch == pos.Epoch || first.Seq != 1 {
+		t.Fatalf("first publication after the wipe = %v, want seq 1 of a new epoch (old %s)", first, pos.Epoch)
+	}
+	got, err := b.Since(ctx, ch, old[4], 0)
+	if !errors.Is(err, scaler.ErrEpochChanged) || !errors.Is(err, scaler.ErrNotRecoverable) {
+		t.Fatalf("Since(old uid) after the wipe = %d publications, %v; want ErrEpochChanged", len(got), err)
+	}
+	last := fenceAll(t, b, ch, ra, rb)
+	for name, r := range map[string]*recorder{"A": ra, "B": rb} {
+		r.mu.Lock()
+		resets := append([]resetCall(nil), r.resets...)
+		r.mu.Unlock()
+		if len(resets) == 0 || !errors.Is(resets[0].err, scaler.ErrEpochChanged) || resets[0].pos != (protocol.UID{Epoch: first.Epoch}).String() {
+			t.Fatalf("%s: resets %+v, want one to %s.0 with ErrEpochChanged", name, resets, first.Epoch)
+		}
+		ps := r.stream(ch)
+		checkStreamHas(t, name+" (old epoch)", ps[:10], pos, old[9], old)
+		checkStreamHas(t, name+" (new epoch)", ps[10:], protocol.UID{Epoch: first.Epoch}, last, []protocol.UID{first})
+	}
+}
