@@ -2,6 +2,8 @@ package mongoredis
 
 import (
 	"context"
+	"log/slog"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -17,6 +19,10 @@ import (
 func TestMain(m *testing.M) { testutil.Main(m) }
 
 var prefixSeq atomic.Int64
+
+// testLogger keeps test output readable: the scaler's warnings (gap fills,
+// resets) are expected in these tests and asserted through events.
+var testLogger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 
 // testEnv is one namespace (database + key prefix) on a Redis and a
 // MongoDB.
@@ -50,6 +56,7 @@ func (e *testEnv) options() Options {
 		GapWait:       30 * time.Millisecond,
 		TrimInterval:  time.Second,
 		WriteTimeout:  10 * time.Second,
+		Logger:        testLogger,
 	}
 }
 

@@ -28,7 +28,6 @@ type stream struct {
 	running  bool
 	started  bool
 	lastRecv time.Time
-	pos      protocol.UID // last delivered position
 
 	// Owned by the worker (set by start before the first worker runs).
 	epoch   string
@@ -85,19 +84,13 @@ func (st *stream) kick() {
 // buffered meanwhile.
 func (st *stream) start(pos protocol.UID) {
 	st.mu.Lock()
-	st.epoch, st.last, st.pos = pos.Epoch, pos.Seq, pos
+	st.epoch, st.last = pos.Epoch, pos.Seq
 	st.held = make(map[uint64]scaler.Publication)
 	st.started = true
 	st.lastRecv = time.Now()
 	st.kick()
 	st.mu.Unlock()
 	close(st.ready)
-}
-
-func (st *stream) position() protocol.UID {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	return st.pos
 }
 
 func (st *stream) run() {
@@ -156,9 +149,6 @@ func (st *stream) arm(d time.Duration) {
 
 func (st *stream) deliver(p scaler.Publication) {
 	st.last = p.UID.Seq
-	st.mu.Lock()
-	st.pos = p.UID
-	st.mu.Unlock()
 	if h := st.s.h.Publication; h != nil && !st.removed.Load() {
 		h(p)
 	}
@@ -280,9 +270,6 @@ func (st *stream) lost(ctx context.Context, upTo uint64) bool {
 	st.s.log.Warn("sss/mongoredis: publications lost", "channel", st.ch, "uid", pos.String(), "err", err)
 	st.s.event(scaler.EventGapLost, st.ch, int(upTo-st.last), err)
 	st.last = upTo
-	st.mu.Lock()
-	st.pos = pos
-	st.mu.Unlock()
 	if h := st.s.h.Reset; h != nil && !st.removed.Load() {
 		h(st.ch, pos, err)
 	}
@@ -297,9 +284,6 @@ func (st *stream) resetEpoch(ep string) {
 	st.s.event(scaler.EventGapLost, st.ch, 0, err)
 	st.epoch, st.last = ep, 0
 	clear(st.held)
-	st.mu.Lock()
-	st.pos = pos
-	st.mu.Unlock()
 	if h := st.s.h.Reset; h != nil && !st.removed.Load() {
 		h(st.ch, pos, err)
 	}

@@ -25,6 +25,7 @@ func (s *Scaler) trimLoop() {
 			return
 		case <-t.C:
 		}
+		s.sweepWriters()
 		ctx, cancel := context.WithTimeout(s.ctx, s.opts.TrimInterval)
 		ok, err := s.rdb.SetNX(ctx, s.opts.Prefix+":trimlock", s.id, s.opts.TrimInterval*9/10).Result()
 		if err == nil && ok {
@@ -93,4 +94,26 @@ func (s *Scaler) trimChannel(ctx context.Context, c chanDoc) error {
 		s.event(scaler.EventTrimmed, c.Ch, int(n), nil)
 	}
 	return nil
+}
+
+// writerIdle is how long a channel's writer stays cached after its last
+// write.
+const writerIdle = time.Minute
+
+// sweepWriters forgets writers idle for writerIdle, so that a process
+// publishing to many channels over time does not keep one per channel.
+func (s *Scaler) sweepWriters() {
+	s.writersMu.Lock()
+	defer s.writersMu.Unlock()
+	for ch, w := range s.writers {
+		w.mu.Lock()
+		idle := !w.running && len(w.pending) == 0 && time.Since(w.wrote) > writerIdle && time.Since(w.checked) > writerIdle
+		w.mu.Unlock()
+		w.relayMu.Lock()
+		idle = idle && !w.relayRunning && len(w.relayQ) == 0
+		w.relayMu.Unlock()
+		if idle {
+			delete(s.writers, ch)
+		}
+	}
 }
