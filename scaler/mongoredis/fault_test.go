@@ -282,3 +282,54 @@ func TestMongoWipe(t *testing.T) {
 		checkStreamHas(t, name+" (new epoch)", ps[10:], protocol.UID{Epoch: first.Epoch}, last, []protocol.UID{first})
 	}
 }
+
+// TestRelayFaults: B reaches Redis through a fault-injecting proxy. A cut
+// connection (go-redis reconnects silently) and a connection stuck open
+// but silent (only B's probe can tell) both end with B's stream complete,
+// in order, filled from MongoDB.
+func TestRelayFaults(t *testing.T) {
+	rd := testutil.StartRedis(t)
+	mg := testutil.SharedMongo(t)
+	for _, tc := range []struct {
+		name  string
+		fault func(p *testutil.Proxy, r *recorder)
+		want  scaler.EventKind
+	}{
+		{"cut", func(p *testutil.Proxy, r *recorder) { p.CutAll() }, scaler.EventRelayReconnected},
+		{"silent", func(p *testutil.Proxy, r *recorder) {
+			p.Blackhole(true)
+			r.waitFor(t, 30*time.Second, "B's probe to fail", func() bool { return r.count(scaler.EventProbeFailed) > 0 })
+			p.Blackhole(false)
+		}, scaler.EventProbeFailed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			proxy := testutil.NewProxy(t, rd.Addr)
+			env := newEnv(t, rd.URL, mg.URI)
+			const ch = "relay-fault"
+			a := env.newScaler(t, nil)
+			b := env.newScaler(t, func(o *Options) { o.RedisURL = "redis://" + proxy.Addr })
+			ra, rb := startScaler(t, a), startScaler(t, b)
+			ctx := context.Background()
+			pos, err := a.Subscribe(ctx, ch)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := b.Subscribe(ctx, ch); err != nil {
+				t.Fatal(err)
+			}
+			f := startFlow(t, ch, 10*time.Second, 4, a)
+			waitUntil(t, 30*time.Second, "50 publications before the fault", func() bool { n, _ := f.counts(); return n >= 50 })
+			before, _ := f.counts()
+			tc.fault(proxy, rb)
+			waitUntil(t, 30*time.Second, "100 publications during the fault", func() bool { n, _ := f.counts(); return n >= before+100 })
+			rb.waitFor(t, 30*time.Second, "B to notice the fault", func() bool { return rb.count(tc.want) > 0 })
+			f.halt()
+			last := fenceAll(t, a, ch, ra, rb)
+			checkStreamHas(t, "A", ra.stream(ch), pos, last, f.acked)
+			checkStreamHas(t, "B", rb.stream(ch), pos, last, f.acked)
+			if tc.name == "silent" && rb.count(scaler.EventGapFilled) == 0 {
+				t.Errorf("B never filled a gap from the log after a silent relay")
+			}
+		})
+	}
+}

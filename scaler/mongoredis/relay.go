@@ -422,7 +422,7 @@ func (s *Scaler) onControl(payload string) {
 			st.push(item{kind: itemCheck})
 		}
 	}
-	if e.Ctl != nil && s.h.Control != nil {
-		s.h.Control(*e.Ctl)
+	if e.Ctl != nil && s.handler().Control != nil {
+		s.handler().Control(*e.Ctl)
 	}
 }

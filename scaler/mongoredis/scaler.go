@@ -41,7 +41,7 @@ type Scaler struct {
 	started bool
 	closed  bool
 	closeCh chan struct{} // closed when Close has finished
-	h       scaler.Handler
+	h       atomic.Pointer[scaler.Handler]
 
 	wgMu    sync.Mutex
 	closing bool
@@ -183,7 +183,7 @@ func (s *Scaler) Start(ctx context.Context, h scaler.Handler) error {
 		return scaler.ErrStarted
 	}
 	s.started = true
-	s.h = h
+	s.h.Store(&h)
 	s.mu.Unlock()
 	if err := s.register(ctx); err != nil {
 		s.mu.Lock()
@@ -252,9 +252,19 @@ func (s *Scaler) isClosed() bool {
 	return s.closed
 }
 
+var noHandler scaler.Handler
+
+// handler returns the Handler given to Start (a zero one before).
+func (s *Scaler) handler() *scaler.Handler {
+	if h := s.h.Load(); h != nil {
+		return h
+	}
+	return &noHandler
+}
+
 // event reports an operational event to the handler.
 func (s *Scaler) event(kind scaler.EventKind, ch string, n int, err error) {
-	if f := s.h.Event; f != nil {
+	if f := s.handler().Event; f != nil {
 		f(scaler.Event{Kind: kind, Channel: ch, Count: n, Err: err, Time: time.Now()})
 	}
 }

@@ -149,7 +149,7 @@ func (st *stream) arm(d time.Duration) {
 
 func (st *stream) deliver(p scaler.Publication) {
 	st.last = p.UID.Seq
-	if h := st.s.h.Publication; h != nil && !st.removed.Load() {
+	if h := st.s.handler().Publication; h != nil && !st.removed.Load() {
 		h(p)
 	}
 }
@@ -270,7 +270,7 @@ func (st *stream) lost(ctx context.Context, upTo uint64) bool {
 	st.s.log.Warn("sss/mongoredis: publications lost", "channel", st.ch, "uid", pos.String(), "err", err)
 	st.s.event(scaler.EventGapLost, st.ch, int(upTo-st.last), err)
 	st.last = upTo
-	if h := st.s.h.Reset; h != nil && !st.removed.Load() {
+	if h := st.s.handler().Reset; h != nil && !st.removed.Load() {
 		h(st.ch, pos, err)
 	}
 	return true
@@ -284,7 +284,7 @@ func (st *stream) resetEpoch(ep string) {
 	st.s.event(scaler.EventGapLost, st.ch, 0, err)
 	st.epoch, st.last = ep, 0
 	clear(st.held)
-	if h := st.s.h.Reset; h != nil && !st.removed.Load() {
+	if h := st.s.handler().Reset; h != nil && !st.removed.Load() {
 		h(st.ch, pos, err)
 	}
 }
