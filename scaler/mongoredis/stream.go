@@ -37,6 +37,10 @@ type stream struct {
 	retries int
 }
 
+// maxHeld bounds the publications a stream holds back while a gap is
+// filled.
+const maxHeld = 4096
+
 type itemKind uint8
 
 const (
@@ -133,7 +137,11 @@ func (st *stream) onPub(p scaler.Publication) {
 		st.deliver(p)
 		st.drainHeld()
 	default:
-		st.held[p.UID.Seq] = p
+		// Beyond maxHeld, publications are left to the log: the fill
+		// (or the next check) reads them.
+		if len(st.held) < maxHeld {
+			st.held[p.UID.Seq] = p
+		}
 		st.arm(st.s.opts.GapWait)
 	}
 }
