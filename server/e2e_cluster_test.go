@@ -230,3 +230,38 @@ func TestE2EClusterControl(t *testing.T) {
 		}
 	})
 }
+
+// TestE2EStreamReset: an instance whose stream cannot continue without a
+// hole (a relayed publication lost and no longer in the log) must not
+// deliver later publications silently: its subscribers are told, and a
+// SYNC from before the hole is not recoverable.
+func TestE2EStreamReset(t *testing.T) {
+	apps := startCluster(t, 2, nil)
+	A, B := apps[0], apps[1]
+	c := B.dial(t, "")
+	pos := c.subscribe("hole")
+	fi, ok := B.sc.(scaler.FaultInjector)
+	if !ok {
+		t.Fatalf("%T is no FaultInjector", B.sc)
+	}
+	fi.DropNextRelay("hole")
+	u1 := A.publish("hole", "t", "1")
+	if err := fi.Trim(e2eCtx(t), "hole", u1.Seq); err != nil {
+		t.Fatal(err)
+	}
+	u2 := A.publish("hole", "t", "2")
+	f, ok := c.nextFrame(e2eTimeout)
+	if ok {
+		m := e2eParse(t, string(f.data))
+		if m.sys() == 8 {
+			t.Fatalf("after a lost publication (%s), got %s silently", u1, m.raw)
+		}
+		t.Logf("told by %s", m.raw)
+	} else if c.closeCode == protocol.CloseByClient || c.closeCode == protocol.CloseBooted || c.closeCode == 0 {
+		t.Fatalf("closed with %d, want a code that makes the client reconnect and SYNC", c.closeCode)
+	}
+	d := B.dial(t, "")
+	r := d.sync(e2eSyncFrame(e2eEntry("hole", e2eQ(pos), "null")))
+	r.expectOutcome(t, "hole", false, protocol.CodeNotRecoverable)
+	d.expectExact(e2eUpdateSub("hole", u2))
+}

@@ -204,7 +204,12 @@ func (a *e2eApp) registerHandlers() {
 	})
 	s.HandleAsk("whoami", func(ctx context.Context, sock *server.Socket, msg json.RawMessage) (any, error) {
 		role, _ := sock.Value("role").(string)
-		return map[string]any{"id": sock.ID(), "user": sock.User(), "session": sock.SessionID(), "role": role, "subs": sock.Subscriptions()}, nil
+		cookie := ""
+		if ck, err := sock.Request().Cookie("sid"); err == nil {
+			cookie = ck.Value
+		}
+		return map[string]any{"id": sock.ID(), "user": sock.User(), "session": sock.SessionID(), "role": role,
+			"subs": sock.Subscriptions(), "cookie": cookie}, nil
 	})
 	s.HandleAsk("len", func(ctx context.Context, sock *server.Socket, msg json.RawMessage) (any, error) {
 		return len(msg), nil
@@ -363,11 +368,13 @@ type e2eConn struct {
 	hbCount atomic.Int64
 	hb      chan struct{} // one token per heartbeat (dropped when full)
 	nextID  atomic.Int64
+	paused  atomic.Pointer[chan struct{}] // set while reading is paused
 
 	// Set before done is closed.
-	closeCode int    // close code of the server's close frame, 1006 if none
-	closeText string // its reason
-	readErr   error  // the error that ended the reader
+	closeCode int       // close code of the server's close frame, 1006 if none
+	closeText string    // its reason
+	readErr   error     // the error that ended the reader
+	closedAt  time.Time // when the reader saw the close
 }
 
 // dial connects to the app with the given raw query string (may be "").
@@ -390,13 +397,22 @@ func (a *e2eApp) dialRaw(t *testing.T, query string, hdr http.Header) (*e2eConn,
 	return e2eDialURL(t, a.url, query, hdr)
 }
 
-func e2eDialURL(t *testing.T, base, query string, hdr http.Header) (*e2eConn, *http.Response, error) {
+// e2eDialOpts tunes e2eDialURL.
+type e2eDialOpts struct {
+	compression bool // offer permessage-deflate
+}
+
+func e2eDialURL(t *testing.T, base, query string, hdr http.Header, opts ...e2eDialOpts) (*e2eConn, *http.Response, error) {
 	t.Helper()
 	u := base
 	if query != "" {
 		u += "?" + query
 	}
-	d := websocket.Dialer{HandshakeTimeout: e2eTimeout}
+	var o e2eDialOpts
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	d := websocket.Dialer{HandshakeTimeout: e2eTimeout, EnableCompression: o.compression}
 	ws, resp, err := d.Dial(u, hdr)
 	if err != nil {
 		return nil, resp, err
@@ -414,15 +430,33 @@ func e2eDialURL(t *testing.T, base, query string, hdr http.Header) (*e2eConn, *h
 	ws.SetCloseHandler(func(code int, text string) error { return nil })
 	go c.readLoop()
 	t.Cleanup(func() {
+		c.resumeReads()
 		_ = ws.Close()
 		<-c.done
 	})
 	return c, resp, nil
 }
 
+// pauseReads stops the reader before its next read, so the server's writes
+// back up (the reader may still finish the read it is in).
+func (c *e2eConn) pauseReads() {
+	ch := make(chan struct{})
+	c.paused.Store(&ch)
+}
+
+// resumeReads lets the reader go on.
+func (c *e2eConn) resumeReads() {
+	if ch := c.paused.Swap(nil); ch != nil {
+		close(*ch)
+	}
+}
+
 func (c *e2eConn) readLoop() {
 	defer close(c.done)
 	for {
+		if ch := c.paused.Load(); ch != nil {
+			<-*ch
+		}
 		typ, data, err := c.ws.ReadMessage()
 		if err != nil {
 			var ce *websocket.CloseError
@@ -432,6 +466,7 @@ func (c *e2eConn) readLoop() {
 				c.closeCode = websocket.CloseAbnormalClosure
 			}
 			c.readErr = err
+			c.closedAt = time.Now()
 			return
 		}
 		if typ == websocket.TextMessage && string(data) == protocol.Heartbeat {
@@ -742,6 +777,20 @@ func (c *e2eConn) expectTCPClosed() {
 func (c *e2eConn) expectOpen() {
 	c.t.Helper()
 	c.ask("echo", `"ping-`+c.id()+`"`)
+}
+
+// drainOpen sends an echo ask and skips every frame before its response:
+// the socket is open, whatever it had queued.
+func (c *e2eConn) drainOpen() {
+	c.t.Helper()
+	id := c.id()
+	c.send(`{"sys":5,"topic":"echo","msg":"drain","id":` + id + `}`)
+	for {
+		m := c.nextMsg()
+		if m.sys() == 7 && string(m.fields["id"]) == id {
+			return
+		}
+	}
 }
 
 // ask sends an ASK and requires the next frame to be its RESPONSE with a

@@ -60,14 +60,17 @@ func TestE2ESessionRefused(t *testing.T) {
 func TestE2ESessionValues(t *testing.T) {
 	a := startE2E(t, nil, e2eOptions())
 	var w struct {
-		ID, User, Session, Role string
+		ID, User, Session, Role, Cookie string
 	}
-	c := a.dial(t, "user=alice&session=s9&role=admin")
+	c, _, err := a.dialRaw(t, "user=alice&session=s9&role=admin", http.Header{"Cookie": {"sid=cookie-value"}})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := json.Unmarshal([]byte(c.ask("whoami", "")), &w); err != nil {
 		t.Fatal(err)
 	}
-	if w.ID == "" || w.User != "alice" || w.Session != "s9" || w.Role != "admin" {
-		t.Fatalf("socket %+v, want user alice, session s9, role admin", w)
+	if w.ID == "" || w.User != "alice" || w.Session != "s9" || w.Role != "admin" || w.Cookie != "cookie-value" {
+		t.Fatalf("socket %+v, want user alice, session s9, role admin, cookie from Socket.Request()", w)
 	}
 	c2 := a.dial(t, "")
 	if err := json.Unmarshal([]byte(c2.ask("whoami", "")), &w); err != nil {
@@ -304,6 +307,18 @@ func TestE2EShutdown(t *testing.T) {
 			}
 			if el := time.Since(start); el > spread+5*time.Second {
 				t.Errorf("sockets closed after %v, spread is %v", el, spread)
+			}
+			first, lastAt := conns[0].closedAt, conns[0].closedAt
+			for _, c := range conns {
+				if c.closedAt.Before(first) {
+					first = c.closedAt
+				}
+				if c.closedAt.After(lastAt) {
+					lastAt = c.closedAt
+				}
+			}
+			if lastAt.Sub(first) < spread/5 {
+				t.Errorf("5 sockets closed within %v, want them spread over %v", lastAt.Sub(first), spread)
 			}
 			if err := <-errc; err != nil {
 				t.Errorf("Shutdown: %v", err)

@@ -178,8 +178,9 @@ func TestE2ESyncRecovered(t *testing.T) {
 	for _, live := range []bool{false, true} {
 		t.Run(fmt.Sprintf("while publishing, channel live here %v", live), func(t *testing.T) {
 			ch := fmt.Sprintf("busy-sync-%v", live)
+			var w *e2eConn
 			if live {
-				w := a.dial(t, "")
+				w = a.dial(t, "")
 				w.subscribe(ch)
 			}
 			var from protocol.UID
@@ -187,6 +188,11 @@ func TestE2ESyncRecovered(t *testing.T) {
 				u := a.publish(ch, "t", strconv.Itoa(i))
 				if i == 4 {
 					from = u
+				}
+				if w != nil {
+					// This instance's stream has delivered it (a lastUid
+					// ahead of the stream is TestE2ESyncAheadOfInstance).
+					w.expectFeed(ch, "t", strconv.Itoa(i), u)
 				}
 			}
 			const n = 400
