@@ -192,7 +192,7 @@ func TestMongoStop(t *testing.T) {
 	recs := make([]*recorder, 2)
 	var pos protocol.UID
 	for i := range scs {
-		scs[i] = env.newScaler(t, nil)
+		scs[i] = env.newScaler(t, func(o *Options) { o.DefaultRetention.MaxCount = 100_000 })
 		recs[i] = startScaler(t, scs[i])
 		p, err := scs[i].Subscribe(context.Background(), ch)
 		if err != nil {
@@ -219,6 +219,21 @@ func TestMongoStop(t *testing.T) {
 	last := fenceAll(t, scs[0], ch, recs...)
 	for i, r := range recs {
 		checkStreamHas(t, fmt.Sprintf("instance %d", i), r.stream(ch), pos, last, f.acked)
+	}
+	// Nothing reached a subscriber that is not stored: the log holds
+	// exactly what the streams delivered.
+	stored, err := scs[1].Since(context.Background(), ch, pos, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	delivered := recs[0].stream(ch)
+	if len(stored) != len(delivered) {
+		t.Fatalf("the log holds %d publications after %v, the stream delivered %d", len(stored), pos, len(delivered))
+	}
+	for i := range stored {
+		if stored[i].UID != delivered[i].UID || string(stored[i].Msg) != string(delivered[i].Msg) {
+			t.Fatalf("log and stream differ at %d: %v %s vs %v %s", i, stored[i].UID, stored[i].Msg, delivered[i].UID, delivered[i].Msg)
+		}
 	}
 	filled := recs[0].count(scaler.EventGapFilled) + recs[1].count(scaler.EventGapFilled)
 	t.Logf("%d acknowledged, %d failed, gap fills: %d", len(f.acked), len(f.failures), filled)
