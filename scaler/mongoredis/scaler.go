@@ -126,20 +126,16 @@ func New(ctx context.Context, opts Options) (*Scaler, error) {
 	s.relayPrefix = o.Prefix + ":c:"
 	s.ctlName = o.Prefix + ":ctl"
 	s.probeName = o.Prefix + ":probe:" + s.id
-	if s.rdb == nil {
-		ro := o.Redis
-		if ro == nil {
-			po, err := redis.ParseURL(o.RedisURL)
-			if err != nil {
-				return nil, fmt.Errorf("%w: RedisURL: %w", ErrOptions, err)
-			}
-			ro = &redis.UniversalOptions{
-				Addrs: []string{po.Addr}, DB: po.DB, Username: po.Username,
-				Password: po.Password, TLSConfig: po.TLSConfig, Protocol: po.Protocol,
-			}
+	switch {
+	case s.rdb != nil:
+	case o.Redis != nil:
+		s.rdb, s.ownRD = redis.NewUniversalClient(o.Redis), true
+	default:
+		po, err := redis.ParseURL(o.RedisURL)
+		if err != nil {
+			return nil, fmt.Errorf("%w: RedisURL: %w", ErrOptions, err)
 		}
-		s.rdb = redis.NewUniversalClient(ro)
-		s.ownRD = true
+		s.rdb, s.ownRD = redis.NewClient(po), true
 	}
 	if s.mc == nil {
 		mc, err := mongo.Connect(mopts.Client().ApplyURI(o.MongoURI))
