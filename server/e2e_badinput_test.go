@@ -63,6 +63,13 @@ func TestE2EBadInput(t *testing.T) {
 			c.expectExact(`{"sys":7,"msg":` + strconv.Itoa(n+2) + `,"id":1}`)
 		}},
 	}
+	rows = append(rows,
+		row{"invalid UTF-8 is bad_frame", errFrame("{\"sys\":6,\"topic\":\"post\",\"msg\":\"\xff\xfe\"}", protocol.CodeBadFrame)},
+		row{"unknown fields are ignored", func(t *testing.T, c *e2eConn) {
+			c.send(`{"sys":5,"topic":"echo","msg":1,"id":1,"extra":{"x":[1]}}`)
+			c.expectExact(`{"sys":7,"msg":1,"id":1}`)
+		}},
+	)
 	for _, f := range []string{`hello`, `{"sys":5`, `{"sys":3}}`, ``, `{"sys":3} {"sys":3}`, `[1,2]`, `"str"`, `42`, `null`, `true`} {
 		rows = append(rows, row{"bad_frame " + f, errFrame(f, protocol.CodeBadFrame)})
 	}

@@ -265,3 +265,56 @@ func TestE2EStreamReset(t *testing.T) {
 	r.expectOutcome(t, "hole", false, protocol.CodeNotRecoverable)
 	d.expectExact(e2eUpdateSub("hole", u2))
 }
+
+func TestE2EClusterShutdownPresence(t *testing.T) {
+	apps := startCluster(t, 2, func(int) server.Options {
+		o := e2eOptions()
+		o.Channels = []server.ChannelRule{{Pattern: "room-*", Options: server.ChannelOptions{Presence: true}}}
+		return o
+	})
+	A, B := apps[0], apps[1]
+	a1 := A.dial(t, "user=ann")
+	a1.subscribe("room-1")
+	b1 := B.dial(t, "user=ben")
+	b1.subscribe("room-1")
+	b2 := B.dial(t, "user=bea")
+	b2.subscribe("room-1")
+	e2eWaitFor(t, "Count 3", func() bool {
+		n, err := A.srv.Count(context.Background(), "room-1")
+		return err == nil && n == 3
+	})
+	if err := B.srv.Shutdown(e2eCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	b1.waitClosed()
+	b2.waitClosed()
+	// A's subscriber hears both leave (joins first), and the count drops.
+	left := map[string]bool{}
+	for len(left) < 2 {
+		m := a1.nextMsg()
+		var p struct {
+			Event  string
+			Member struct{ User string }
+		}
+		if m.sys() != 6 || json.Unmarshal(m.fields["msg"], &p) != nil {
+			t.Fatalf("got %s, want _presence tells", m.raw)
+		}
+		if p.Event == "leave" {
+			left[p.Member.User] = true
+		}
+	}
+	if !left["ben"] || !left["bea"] {
+		t.Fatalf("leaves %v", left)
+	}
+	e2eWaitFor(t, "Count 1 after B's shutdown", func() bool {
+		n, err := A.srv.Count(context.Background(), "room-1")
+		return err == nil && n == 1
+	})
+	// BootChannel from A reaches A's subscriber.
+	if err := A.srv.BootChannel(e2eCtx(t), "room-1"); err != nil {
+		t.Fatal(err)
+	}
+	e2eWaitFor(t, "room-1 emptied", func() bool { return len(A.srv.Channels()) == 0 })
+	a1.drainOpen()
+	a1.subscribe("room-1")
+}

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
+
 	"github.com/sss-go/sss/protocol"
 	"github.com/sss-go/sss/server"
 )
@@ -730,4 +732,43 @@ func TestE2ECloseEcho(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestE2ECloseOddFrames(t *testing.T) {
+	a := startE2E(t, nil, e2eOptions())
+	t.Run("close without code", func(t *testing.T) {
+		c := a.dial(t, "")
+		c.begin()
+		if err := c.ws.WriteControl(websocket.CloseMessage, nil, time.Now().Add(e2eTimeout)); err != nil {
+			t.Fatal(err)
+		}
+		c.expectClose(websocket.CloseNoStatusReceived) // an empty close frame echoed
+		c.expectTCPClosed()
+	})
+	t.Run("invalid close code", func(t *testing.T) {
+		c := a.dial(t, "")
+		c.begin()
+		c.sendClose(5000, "nope")
+		code, _ := c.waitClosed()
+		if code == 5000 {
+			t.Errorf("server echoed the invalid close code 5000")
+		}
+		c.expectTCPClosed()
+	})
+	t.Run("ping gets pong", func(t *testing.T) {
+		c := a.dial(t, "")
+		c.begin()
+		if err := c.ws.WriteControl(websocket.PingMessage, []byte("abc"), time.Now().Add(e2eTimeout)); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case p := <-c.pongs:
+			if p != "abc" {
+				t.Errorf("pong %q, want abc", p)
+			}
+		case <-time.After(e2eTimeout):
+			t.Fatal("no pong")
+		}
+		c.expectOpen()
+	})
 }

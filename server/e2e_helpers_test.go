@@ -369,6 +369,7 @@ type e2eConn struct {
 	hb      chan struct{} // one token per heartbeat (dropped when full)
 	nextID  atomic.Int64
 	paused  atomic.Pointer[chan struct{}] // set while reading is paused
+	pongs   chan string                   // payloads of pongs received
 
 	// Set before done is closed.
 	closeCode int       // close code of the server's close frame, 1006 if none
@@ -423,11 +424,19 @@ func e2eDialURL(t *testing.T, base, query string, hdr http.Header, opts ...e2eDi
 		frames: make(chan e2eFrame, 1<<16),
 		done:   make(chan struct{}),
 		hb:     make(chan struct{}, 1024),
+		pongs:  make(chan string, 16),
 	}
 	c.answerH.Store(true)
 	// Record the server's close frame without answering it, so tests see
 	// whether the server itself closes the TCP connection.
 	ws.SetCloseHandler(func(code int, text string) error { return nil })
+	ws.SetPongHandler(func(data string) error {
+		select {
+		case c.pongs <- data:
+		default:
+		}
+		return nil
+	})
 	go c.readLoop()
 	t.Cleanup(func() {
 		c.resumeReads()

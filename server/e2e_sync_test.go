@@ -7,6 +7,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -463,6 +465,14 @@ type e2eFailScaler struct {
 	scaler.Scaler
 	failSubscribe atomic.Bool
 	failSince     atomic.Bool
+	failHealth    atomic.Bool
+}
+
+func (f *e2eFailScaler) Health(ctx context.Context) error {
+	if f.failHealth.Load() {
+		return fmt.Errorf("e2e: health: %w", scaler.ErrUnavailable)
+	}
+	return f.Scaler.Health(ctx)
 }
 
 func (f *e2eFailScaler) Subscribe(ctx context.Context, channel string) (protocol.UID, error) {
@@ -483,6 +493,21 @@ func TestE2ESyncUnavailable(t *testing.T) {
 	fs := &e2eFailScaler{Scaler: scaler.NewMemory(scaler.MemoryOptions{Logger: e2eLogger()})}
 	a := startE2E(t, fs, e2eOptions())
 	healthy := a.dial(t, "")
+	t.Run("ReadyHandler follows Health", func(t *testing.T) {
+		ready := func() int {
+			rec := httptest.NewRecorder()
+			a.srv.ReadyHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/ready", nil))
+			return rec.Code
+		}
+		if got := ready(); got != http.StatusOK {
+			t.Fatalf("ReadyHandler %d, want 200", got)
+		}
+		fs.failHealth.Store(true)
+		defer fs.failHealth.Store(false)
+		if got := ready(); got != http.StatusServiceUnavailable {
+			t.Fatalf("ReadyHandler %d with the scaler unhealthy, want 503", got)
+		}
+	})
 	for _, tc := range []struct {
 		name string
 		flag *atomic.Bool
