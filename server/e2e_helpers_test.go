@@ -370,6 +370,8 @@ type e2eConn struct {
 	nextID  atomic.Int64
 	paused  atomic.Pointer[chan struct{}] // set while reading is paused
 	pongs   chan string                   // payloads of pongs received
+	hbMu    sync.Mutex                    // guards hbTimes
+	hbTimes []time.Time                   // arrival of each heartbeat
 
 	// Set before done is closed.
 	closeCode int       // close code of the server's close frame, 1006 if none
@@ -479,6 +481,9 @@ func (c *e2eConn) readLoop() {
 			return
 		}
 		if typ == websocket.TextMessage && string(data) == protocol.Heartbeat {
+			c.hbMu.Lock()
+			c.hbTimes = append(c.hbTimes, time.Now())
+			c.hbMu.Unlock()
 			c.hbCount.Add(1)
 			select {
 			case c.hb <- struct{}{}:

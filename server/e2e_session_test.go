@@ -215,6 +215,20 @@ func TestE2EHeartbeat(t *testing.T) {
 		}
 		waitH(t, c, 6)
 		c.expectOpen()
+		// An SSS client closes with 4100 after hbInterval + hbThreshold
+		// without "h": the gaps stay well within that, and "h" does not
+		// come much faster than the interval either.
+		c.hbMu.Lock()
+		times := append([]time.Time(nil), c.hbTimes...)
+		c.hbMu.Unlock()
+		for i := 1; i < len(times); i++ {
+			if gap := times[i].Sub(times[i-1]); gap > interval+2500*time.Millisecond {
+				t.Errorf("heartbeat gap %v, interval %v", gap, interval)
+			}
+		}
+		if avg := times[len(times)-1].Sub(times[0]) / time.Duration(len(times)-1); avg < interval/2 {
+			t.Errorf("heartbeats every %v on average, interval %v", avg, interval)
+		}
 	})
 	t.Run("unanswered closes 4003", func(t *testing.T) {
 		c := a.dial(t, "")
