@@ -772,3 +772,31 @@ func TestE2ECloseOddFrames(t *testing.T) {
 		c.expectOpen()
 	})
 }
+
+func TestE2EParserChannelOptions(t *testing.T) {
+	a := startE2E(t, nil, e2eOptions())
+	t.Run("presence from the parser", func(t *testing.T) {
+		c1 := a.dial(t, "user=one")
+		c1.subscribe("dynpres")
+		c2 := a.dial(t, "user=two")
+		c2.subscribe("dynpres")
+		m := c1.nextMsg()
+		var p struct {
+			Channel, Event string
+			Member         struct{ User string }
+		}
+		if m.sys() != 6 || m.str("topic") != protocol.PresenceTopic || json.Unmarshal(m.fields["msg"], &p) != nil ||
+			p.Channel != "dynpres" || p.Event != "join" || p.Member.User != "two" {
+			t.Fatalf("got %s, want two's join", m.raw)
+		}
+	})
+	t.Run("max subscribers from the parser", func(t *testing.T) {
+		c1 := a.dial(t, "")
+		c1.subscribe("dynsmall")
+		c2 := a.dial(t, "")
+		m := c2.subscribeRaw("dynsmall", "null")
+		if string(m.fields["result"]) != "false" {
+			t.Fatalf("second subscriber of a 1-subscriber channel: %s", m.raw)
+		}
+	})
+}

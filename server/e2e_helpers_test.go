@@ -174,6 +174,10 @@ func (a *e2eApp) subscriptionParser(ctx context.Context, sock *server.Socket, ch
 		return nil, &protocol.Error{Name: "Custom", Message: "custom refusal", Code: "custom_code"}
 	case "broken-parser":
 		return nil, errors.New("secret parser detail")
+	case "dynpres":
+		return &server.ChannelOptions{Presence: true}, nil
+	case "dynsmall":
+		return &server.ChannelOptions{MaxSubscribers: 1}, nil
 	}
 	return nil, nil
 }

@@ -79,6 +79,14 @@ func TestE2ESessionValues(t *testing.T) {
 	if w.Session == "" || w.User != "" || w.ID == "" {
 		t.Fatalf("socket %+v, want a generated session id and no user", w)
 	}
+	first := w
+	c3 := a.dial(t, "")
+	if err := json.Unmarshal([]byte(c3.ask("whoami", "")), &w); err != nil {
+		t.Fatal(err)
+	}
+	if w.Session == first.Session || w.ID == first.ID {
+		t.Fatalf("two sockets share session %q / id %q", w.Session, w.ID)
+	}
 }
 
 func TestE2EOrigin(t *testing.T) {
