@@ -560,3 +560,31 @@ func TestE2ESyncID(t *testing.T) {
 		c.expectJSON(`{"sys":4,"id":"z","result":{"withid":true},"records":[]}`)
 	})
 }
+
+func TestE2ESyncWindowBoundaries(t *testing.T) {
+	for _, window := range []int{8, -1} {
+		t.Run(fmt.Sprintf("window %d", window), func(t *testing.T) {
+			o := e2eOptions()
+			o.RecoveryWindow = window
+			a := startE2E(t, nil, o)
+			w := a.dial(t, "")
+			pos := w.subscribe("win") // live here: the window fills
+			var feeds []string
+			for i := 0; i < 20; i++ {
+				u := a.publish("win", "t", strconv.Itoa(i))
+				w.expectFeed("win", "t", strconv.Itoa(i), u)
+				feeds = append(feeds, e2eFeed("win", "t", strconv.Itoa(i), u))
+			}
+			for _, k := range []int{0, 1, 7, 8, 9, 19, 20} {
+				from := protocol.UID{Epoch: pos.Epoch, Seq: pos.Seq + uint64(20-k)}
+				c := a.dial(t, "")
+				r := c.sync(e2eSyncFrame(e2eEntry("win", e2eQ(from), "null")))
+				r.expectOutcome(t, "win", true, "")
+				if strings.Join(r.records, "\n") != strings.Join(feeds[20-k:], "\n") {
+					t.Fatalf("%d missed: records %q, want %q", k, r.records, feeds[20-k:])
+				}
+				c.expectOpen()
+			}
+		})
+	}
+}
