@@ -324,3 +324,39 @@ func (d *pubDoc) publication() scaler.Publication {
 		Time:    d.Time,
 	}
 }
+
+// channelsByName reads the channel documents of names.
+func (l *mlog) channelsByName(ctx context.Context, names []string) (map[string]chanDoc, error) {
+	cur, err := l.chans.Find(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: names}}}})
+	if err != nil {
+		return nil, unavailable("read channels", err)
+	}
+	var docs []chanDoc
+	if err := cur.All(ctx, &docs); err != nil {
+		return nil, unavailable("read channels", err)
+	}
+	out := make(map[string]chanDoc, len(docs))
+	for _, d := range docs {
+		out[d.Ch] = d
+	}
+	return out, nil
+}
+
+// channelsWith returns the channels of the publications matching filter.
+func (l *mlog) channelsWith(ctx context.Context, filter bson.D) ([]string, error) {
+	cur, err := l.pubs.Find(ctx, filter, options.Find().SetProjection(bson.D{{Key: "ch", Value: 1}}))
+	if err != nil {
+		return nil, unavailable("check channels", err)
+	}
+	var docs []struct {
+		Ch string `bson:"ch"`
+	}
+	if err := cur.All(ctx, &docs); err != nil {
+		return nil, unavailable("check channels", err)
+	}
+	out := make([]string, len(docs))
+	for i, d := range docs {
+		out[i] = d.Ch
+	}
+	return out, nil
+}

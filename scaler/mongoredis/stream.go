@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.mongodb.org/mongo-driver/v2/bson"
+
 	"github.com/sss-go/sss/protocol"
 	"github.com/sss-go/sss/scaler"
 )
@@ -22,6 +24,10 @@ type stream struct {
 	err   error         // set before ready is closed when Subscribe failed
 
 	removed atomic.Bool
+	// Copies of epoch and last for the batched checks (read without
+	// stopping the worker; a torn pair only causes an extra check).
+	seenEpoch atomic.Pointer[string]
+	seenLast  atomic.Uint64
 
 	mu       sync.Mutex
 	inbox    []item
@@ -60,6 +66,13 @@ func (s *Scaler) stream(ch string) *stream {
 	return s.streams[ch]
 }
 
+// mark publishes epoch and last for the batched checks.
+func (st *stream) mark() {
+	ep := st.epoch
+	st.seenEpoch.Store(&ep)
+	st.seenLast.Store(st.last)
+}
+
 // push queues it and starts the worker when needed.
 func (st *stream) push(it item) {
 	if st.removed.Load() {
@@ -89,6 +102,7 @@ func (st *stream) kick() {
 func (st *stream) start(pos protocol.UID) {
 	st.mu.Lock()
 	st.epoch, st.last = pos.Epoch, pos.Seq
+	st.mark()
 	st.held = make(map[uint64]scaler.Publication)
 	st.started = true
 	st.lastRecv = time.Now()
@@ -157,6 +171,7 @@ func (st *stream) arm(d time.Duration) {
 
 func (st *stream) deliver(p scaler.Publication) {
 	st.last = p.UID.Seq
+	st.seenLast.Store(st.last)
 	if h := st.s.handler().Publication; h != nil && !st.removed.Load() {
 		h(p)
 	}
@@ -278,6 +293,7 @@ func (st *stream) lost(ctx context.Context, upTo uint64) bool {
 	st.s.log.Warn("sss/mongoredis: publications lost", "channel", st.ch, "uid", pos.String(), "err", err)
 	st.s.event(scaler.EventGapLost, st.ch, int(upTo-st.last), err)
 	st.last = upTo
+	st.mark()
 	if h := st.s.handler().Reset; h != nil && !st.removed.Load() {
 		h(st.ch, pos, err)
 	}
@@ -291,6 +307,7 @@ func (st *stream) resetEpoch(ep string) {
 	st.s.log.Warn("sss/mongoredis: channel history reset", "channel", st.ch, "uid", pos.String())
 	st.s.event(scaler.EventGapLost, st.ch, 0, err)
 	st.epoch, st.last = ep, 0
+	st.mark()
 	clear(st.held)
 	if h := st.s.handler().Reset; h != nil && !st.removed.Load() {
 		h(st.ch, pos, err)
@@ -348,17 +365,85 @@ func (st *stream) check() {
 }
 
 // checkAll makes every served channel check the log (after a relay
-// reconnect).
+// reconnect), batched, off the caller's goroutine.
 func (s *Scaler) checkAll() {
+	list := s.startedStreams(time.Time{})
+	s.goWorker(func() {
+		if err := s.checkStreams(list); err != nil {
+			// Let each channel find out on its own.
+			for _, st := range list {
+				st.push(item{kind: itemCheck})
+			}
+		}
+	})
+}
+
+// startedStreams lists the started streams that received nothing since
+// quietSince (every started stream when zero).
+func (s *Scaler) startedStreams(quietSince time.Time) []*stream {
 	s.streamsMu.Lock()
+	defer s.streamsMu.Unlock()
 	list := make([]*stream, 0, len(s.streams))
 	for _, st := range s.streams {
-		list = append(list, st)
+		st.mu.Lock()
+		if st.started && (quietSince.IsZero() || !st.running && st.lastRecv.Before(quietSince)) {
+			list = append(list, st)
+		}
+		st.mu.Unlock()
 	}
-	s.streamsMu.Unlock()
-	for _, st := range list {
-		st.push(item{kind: itemCheck})
+	return list
+}
+
+// checkBatch is how many channels one batched check query covers.
+const checkBatch = 256
+
+// checkStreams compares many streams with the log in two queries per
+// checkBatch channels (the channel documents, then any publication after
+// each stream's position), and makes those that are behind, or whose
+// epoch or floor moved, run their own check.
+func (s *Scaler) checkStreams(list []*stream) error {
+	ctx, cancel := context.WithTimeout(s.ctx, s.opts.WriteTimeout)
+	defer cancel()
+	for len(list) > 0 {
+		chunk := list[:min(len(list), checkBatch)]
+		list = list[len(chunk):]
+		names := make([]string, len(chunk))
+		byName := make(map[string]*stream, len(chunk))
+		for i, st := range chunk {
+			names[i] = st.ch
+			byName[st.ch] = st
+		}
+		docs, err := s.mlog.channelsByName(ctx, names)
+		if err != nil {
+			return err
+		}
+		need := make(map[*stream]bool)
+		var or bson.A
+		for _, st := range chunk {
+			ep, last := st.seenEpoch.Load(), st.seenLast.Load()
+			d, ok := docs[st.ch]
+			if !ok || ep == nil || d.Epoch != *ep || uint64(d.Floor) > last {
+				need[st] = true
+				continue
+			}
+			or = append(or, bson.D{{Key: "ch", Value: st.ch}, {Key: "ep", Value: d.Epoch}, {Key: "seq", Value: bson.D{{Key: "$gt", Value: int64(last)}}}})
+		}
+		if len(or) > 0 {
+			behind, err := s.mlog.channelsWith(ctx, bson.D{{Key: "$or", Value: or}})
+			if err != nil {
+				return err
+			}
+			for _, ch := range behind {
+				if st := byName[ch]; st != nil {
+					need[st] = true
+				}
+			}
+		}
+		for st := range need {
+			st.push(item{kind: itemCheck})
+		}
 	}
+	return nil
 }
 
 // checkLoop checks channels that received nothing for CheckInterval: a
@@ -372,20 +457,9 @@ func (s *Scaler) checkLoop() {
 			return
 		case <-t.C:
 		}
-		now := time.Now()
-		s.streamsMu.Lock()
-		var quiet []*stream
-		for _, st := range s.streams {
-			st.mu.Lock()
-			if st.started && !st.running && now.Sub(st.lastRecv) >= s.opts.CheckInterval {
-				quiet = append(quiet, st)
-				st.lastRecv = now
-			}
-			st.mu.Unlock()
-		}
-		s.streamsMu.Unlock()
-		for _, st := range quiet {
-			st.push(item{kind: itemCheck})
+		quiet := s.startedStreams(time.Now().Add(-s.opts.CheckInterval))
+		if err := s.checkStreams(quiet); err != nil && s.ctx.Err() == nil {
+			s.event(scaler.EventBackendError, "", 0, err)
 		}
 	}
 }
