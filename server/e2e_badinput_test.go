@@ -249,6 +249,7 @@ func TestE2EBadInputWindow(t *testing.T) {
 	o.BadFrameLimit = 3
 	o.BadFrameWindow = window
 	a := startE2E(t, nil, o)
+	healthy := a.dial(t, "")
 	c := a.dial(t, "")
 	for i := 0; i < 3; i++ {
 		c.send(`x`)
@@ -263,6 +264,7 @@ func TestE2EBadInputWindow(t *testing.T) {
 	c.send(`x`)
 	c.expectErrFrame(protocol.CodeBadFrame)
 	c.expectClose(protocol.ClosePolicyViolation)
+	healthy.expectOpen()
 }
 
 func TestE2EAskRateLimit(t *testing.T) {

@@ -364,6 +364,7 @@ func TestE2ERateLimit(t *testing.T) {
 	o := e2eOptions()
 	o.RateLimit = 5
 	a := startE2E(t, nil, o)
+	healthy := a.dial(t, "")
 	c := a.dial(t, "")
 	const n = 30
 	for i := 0; i < n; i++ {
@@ -409,6 +410,7 @@ func TestE2ERateLimit(t *testing.T) {
 			t.Fatalf("got %s", m.raw)
 		}
 	}
+	healthy.expectOpen()
 }
 
 func TestE2ERelayFaults(t *testing.T) {
