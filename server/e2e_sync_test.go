@@ -466,6 +466,7 @@ type e2eFailScaler struct {
 	failSubscribe atomic.Bool
 	failSince     atomic.Bool
 	failHealth    atomic.Bool
+	sinceCalls    atomic.Int64
 }
 
 func (f *e2eFailScaler) Health(ctx context.Context) error {
@@ -483,6 +484,7 @@ func (f *e2eFailScaler) Subscribe(ctx context.Context, channel string) (protocol
 }
 
 func (f *e2eFailScaler) Since(ctx context.Context, channel string, after protocol.UID, limit int) ([]scaler.Publication, error) {
+	f.sinceCalls.Add(1)
 	if f.failSince.Load() {
 		return nil, fmt.Errorf("e2e: since %q: %w", channel, scaler.ErrUnavailable)
 	}
@@ -586,5 +588,42 @@ func TestE2ESyncWindowBoundaries(t *testing.T) {
 				c.expectOpen()
 			}
 		})
+	}
+}
+
+// TestE2ESyncFromWindow: recovery near the tail of a channel live on this
+// instance is served from the in-memory window, without a backend read
+// (DESIGN.md); beyond the window it reads the scaler.
+func TestE2ESyncFromWindow(t *testing.T) {
+	fs := &e2eFailScaler{Scaler: scaler.NewMemory(scaler.MemoryOptions{Logger: e2eLogger()})}
+	o := e2eOptions()
+	o.RecoveryWindow = 16
+	a := startE2E(t, fs, o)
+	w := a.dial(t, "")
+	w.subscribe("tail")
+	var uids []protocol.UID
+	for i := 0; i < 40; i++ {
+		u := a.publish("tail", "t", strconv.Itoa(i))
+		w.expectFeed("tail", "t", strconv.Itoa(i), u)
+		uids = append(uids, u)
+	}
+	before := fs.sinceCalls.Load()
+	c := a.dial(t, "")
+	r := c.sync(e2eSyncFrame(e2eEntry("tail", e2eQ(uids[29]), "null"))) // 10 missed
+	r.expectOutcome(t, "tail", true, "")
+	if len(r.records) != 10 {
+		t.Fatalf("%d records", len(r.records))
+	}
+	if n := fs.sinceCalls.Load() - before; n != 0 {
+		t.Errorf("%d backend reads for a recovery inside the window", n)
+	}
+	c2 := a.dial(t, "")
+	r = c2.sync(e2eSyncFrame(e2eEntry("tail", e2eQ(uids[9]), "null"))) // 30 missed
+	r.expectOutcome(t, "tail", true, "")
+	if len(r.records) != 30 {
+		t.Fatalf("%d records", len(r.records))
+	}
+	if n := fs.sinceCalls.Load() - before; n == 0 {
+		t.Errorf("no backend read for a recovery beyond the window")
 	}
 }
