@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/sss-go/sss/protocol"
+	"github.com/sss-go/sss/server"
 )
 
 func TestE2ESessionRefused(t *testing.T) {
@@ -38,6 +39,13 @@ func TestE2ESessionRefused(t *testing.T) {
 		c := a.dial(t, "refuse="+strings.Repeat("x", 300))
 		if r := c.expectClose(protocol.CloseBooted); len(r) == 0 || len(r) > protocol.MaxReasonLen {
 			t.Errorf("close reason of %d bytes, want 1..123", len(r))
+		}
+	})
+	t.Run("invalid user id", func(t *testing.T) {
+		a := startE2E(t, nil, e2eOptions())
+		for _, user := range []string{strings.Repeat("u", 129), "a\nb", "\xff"} {
+			c := a.dial(t, e2eQueryUser(user))
+			c.expectClose(protocol.CloseBooted)
 		}
 	})
 	t.Run("HTTP 403", func(t *testing.T) {
@@ -369,3 +377,32 @@ func TestE2EShutdown(t *testing.T) {
 		}
 	})
 }
+
+func TestE2EUserIDEscaping(t *testing.T) {
+	a := startE2E(t, nil, e2eOptions())
+	for _, user := range []string{`a b/ü`, `al"ice<&>\`, "日本", strings.Repeat("u", 128)} {
+		t.Run(user, func(t *testing.T) {
+			c := a.dial(t, e2eQueryUser(user))
+			m := c.begin()
+			uc := server.UserChannel(user)
+			if m.str("channel") != uc {
+				t.Fatalf("BEGIN %s, want channel %q", m.raw, uc)
+			}
+			if strings.Contains(m.raw, `\u003c`) || strings.Contains(m.raw, `\u0026`) {
+				t.Errorf("HTML-escaped frame %s", m.raw)
+			}
+			u := a.publish(uc, "dm", `"x"`)
+			f := c.nextMsg()
+			if f.sys() != 8 || f.str("channel") != uc || f.str("uid") != u.String() {
+				t.Fatalf("FEED %s, want channel %q uid %s", f.raw, uc, u)
+			}
+			if err := a.srv.TellUser(e2eCtx(t), user, "note", json.RawMessage(`1`)); err != nil {
+				t.Fatal(err)
+			}
+			c.expectExact(`{"sys":6,"topic":"note","msg":1}`)
+		})
+	}
+}
+
+// e2eQueryUser is the query string naming user.
+func e2eQueryUser(user string) string { return url.Values{"user": {user}}.Encode() }
