@@ -363,12 +363,16 @@ func TestE2EFeedShape(t *testing.T) {
 		}
 		c.expectFeed("sport", "article", msg, uid)
 	}
+	// Topics are any string, escaped as JSON without HTML escaping.
+	topic := "t\"<&>é\n\\"
+	uid := a.publish("sport", topic, `"<&>"`)
+	c.expectExact(`{"sys":8,"topic":"t\"<&>é\n\\","msg":"<&>","channel":"sport","uid":"` + uid.String() + `"}`)
 	// Values the server marshals itself.
-	uid, err := a.srv.Publish(e2eCtx(t), "sport", "typed", map[string]int{"a": 1}, server.PublishOptions{})
+	uid, err := a.srv.Publish(e2eCtx(t), "sport", "typed", map[string]string{"a": "<&>"}, server.PublishOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.expectFeed("sport", "typed", `{"a":1}`, uid)
+	c.expectFeed("sport", "typed", `{"a":"<&>"}`, uid)
 }
 
 // collectStream reads frames until it has n stream items (FEED or
