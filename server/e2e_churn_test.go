@@ -155,3 +155,75 @@ func TestE2EChurn(t *testing.T) {
 		})
 	}
 }
+
+// TestE2EReconnectStorm: many sockets SYNC on one instance while
+// publications from another keep coming; each gets, from its lastUid on,
+// every publication once and in order: records, then FEEDs.
+func TestE2EReconnectStorm(t *testing.T) {
+	const sockets, pubs = 20, 400
+	apps := startCluster(t, 2, nil)
+	A, B := apps[0], apps[1]
+	w := B.dial(t, "")
+	w.subscribe("storm")
+	for i := 0; i < 5; i++ {
+		u := A.publish("storm", "t", fmt.Sprint(i))
+		w.expectFeed("storm", "t", fmt.Sprint(i), u)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), e2eTimeout)
+	defer cancel()
+	done := make(chan protocol.UID, 1)
+	go func() {
+		var last protocol.UID
+		for k := 5; k < 5+pubs; k++ {
+			u, err := A.srv.Publish(ctx, "storm", "t", json.RawMessage(fmt.Sprint(k)), server.PublishOptions{})
+			if err != nil {
+				close(done)
+				return
+			}
+			last = u
+		}
+		done <- last
+	}()
+	conns := make([]*e2eConn, sockets)
+	froms := make([]protocol.UID, sockets)
+	for i := range conns {
+		conns[i] = B.dial(t, "")
+	}
+	for i := range conns {
+		// lastUid: what B's own stream has delivered (a lastUid ahead of
+		// it is TestE2ESyncAheadOfInstance).
+		m := w.nextMsg()
+		froms[i] = e2eMustUID(t, m.str("uid"))
+		conns[i].send(e2eSyncFrame(e2eEntry("storm", e2eQ(froms[i]), "null")))
+	}
+	last, ok := <-done
+	if !ok {
+		t.Fatal("a publication failed")
+	}
+	for i, c := range conns {
+		m := c.nextMsg()
+		if m.sys() != 4 || string(m.fields["result"]) != `{"storm":true}` {
+			t.Fatalf("socket %d: %.300s, want the SYNC reply recovering storm", i, m.raw)
+		}
+		var recs []json.RawMessage
+		if err := json.Unmarshal(m.fields["records"], &recs); err != nil {
+			t.Fatal(err)
+		}
+		next := froms[i].Next()
+		check := func(raw string) {
+			t.Helper()
+			f := e2eParse(t, raw)
+			if f.sys() != 8 || f.str("uid") != next.String() || string(f.fields["msg"]) != fmt.Sprint(next.Seq-1) {
+				t.Fatalf("socket %d: got %s, want the FEED of %s", i, raw, next)
+			}
+			next = next.Next()
+		}
+		for _, r := range recs {
+			check(string(r))
+		}
+		for next.Seq <= last.Seq {
+			check(c.next())
+		}
+		c.expectOpen()
+	}
+}
