@@ -14,7 +14,7 @@ import (
 func TestE2ENoGoroutineLeft(t *testing.T) {
 	testutil.CheckLeaks(t) // first: its check runs after every other cleanup
 	o := e2eOptions()
-	o.HeartbeatInterval = 200 * time.Millisecond
+	o.HeartbeatInterval = time.Second
 	o.Channels = []server.ChannelRule{{Pattern: "p-*", Options: server.ChannelOptions{Presence: true}}}
 	a := startE2E(t, nil, o) // the server's own memory scaler
 	be := scaler.NewMemoryBackend(scaler.MemoryOptions{Logger: e2eLogger()})
