@@ -244,7 +244,7 @@ func TestE2EBadInput(t *testing.T) {
 }
 
 func TestE2EBadInputWindow(t *testing.T) {
-	const window = 300 * time.Millisecond
+	const window = time.Second
 	o := e2eOptions()
 	o.BadFrameLimit = 3
 	o.BadFrameWindow = window
