@@ -25,7 +25,6 @@ func TestE2EPresence(t *testing.T) {
 		t.Helper()
 		for {
 			m := c.nextMsg()
-			t.Logf("presence frame: %s", m.raw)
 			if m.sys() != 6 || m.str("topic") != protocol.PresenceTopic || len(m.keys) != 3 {
 				t.Fatalf("got %s, want a _presence TELL", m.raw)
 			}
