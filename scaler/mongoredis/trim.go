@@ -19,7 +19,7 @@ import (
 func (s *Scaler) trimLoop() {
 	t := time.NewTicker(s.opts.TrimInterval)
 	defer t.Stop()
-	for {
+	for round := 0; ; round++ {
 		select {
 		case <-s.ctx.Done():
 			return
@@ -29,7 +29,7 @@ func (s *Scaler) trimLoop() {
 		ctx, cancel := context.WithTimeout(s.ctx, s.opts.TrimInterval)
 		ok, err := s.rdb.SetNX(ctx, s.opts.Prefix+":trimlock", s.id, s.opts.TrimInterval*9/10).Result()
 		if err == nil && ok {
-			err = s.trimAll(ctx)
+			err = s.trimAll(ctx, round%orphanEvery == 0)
 		}
 		cancel()
 		if err != nil && s.ctx.Err() == nil {
@@ -38,23 +38,32 @@ func (s *Scaler) trimLoop() {
 	}
 }
 
-func (s *Scaler) trimAll(ctx context.Context) error {
+// orphanEvery: every orphanEvery rounds the trimmer also removes what
+// older epochs left behind (a reset removes its history itself; only a
+// writer that raced the reset leaves anything), as that costs one delete
+// per channel.
+const orphanEvery = 30
+
+func (s *Scaler) trimAll(ctx context.Context, orphans bool) error {
 	chans, err := s.mlog.channels(ctx)
 	if err != nil {
 		return err
 	}
 	for _, c := range chans {
-		if err := s.trimChannel(ctx, c); err != nil {
+		if err := s.trimChannel(ctx, c, orphans); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (s *Scaler) trimChannel(ctx context.Context, c chanDoc) error {
-	n, err := s.mlog.deleteOtherEpochs(ctx, c.Ch, c.Epoch)
-	if err != nil {
-		return err
+func (s *Scaler) trimChannel(ctx context.Context, c chanDoc, orphans bool) error {
+	var n int64
+	if orphans {
+		var err error
+		if n, err = s.mlog.deleteOtherEpochs(ctx, c.Ch, c.Epoch); err != nil {
+			return err
+		}
 	}
 	r := s.opts.retention(c.Ch)
 	var upTo uint64
