@@ -123,3 +123,24 @@ func TestE2EParserChannelOptions(t *testing.T) {
 		}
 	})
 }
+
+func TestE2ECountWithoutPresence(t *testing.T) {
+	apps := startCluster(t, 2, nil)
+	c1 := apps[0].dial(t, "user=a")
+	c1.subscribe("counted")
+	c2 := apps[1].dial(t, "")
+	c2.subscribe("counted")
+	for _, app := range apps {
+		e2eWaitFor(t, "Count(counted) == 2", func() bool {
+			n, err := app.srv.Count(e2eCtx(t), "counted")
+			return err == nil && n == 2
+		})
+	}
+	// No presence tells on a channel without presence.
+	c1.expectOpen()
+	c2.send(`{"sys":2,"channel":"counted"}`)
+	e2eWaitFor(t, "Count(counted) == 1", func() bool {
+		n, err := apps[0].srv.Count(e2eCtx(t), "counted")
+		return err == nil && n == 1
+	})
+}
