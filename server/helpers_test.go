@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
+	"log/slog"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -15,6 +17,15 @@ import (
 )
 
 const testTimeout = 20 * time.Second
+
+func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// newBenchHTTP serves srv on loopback and returns its ws:// URL.
+func newBenchHTTP(b *testing.B, srv *Server) string {
+	hs := httptest.NewServer(srv)
+	b.Cleanup(hs.Close)
+	return "ws" + strings.TrimPrefix(hs.URL, "http")
+}
 
 // testServer is a Server behind an httptest.Server.
 type testServer struct {

@@ -54,6 +54,7 @@ type hubChannel struct {
 	last    protocol.UID  // last delivered (or position at subscribe)
 	pending []scaler.Publication
 	win     window
+	slab    frameSlab
 }
 
 func newHub(srv *Server) *hub {
@@ -241,7 +242,7 @@ func (h *hub) deliverLocked(ch *hubChannel, p scaler.Publication) {
 	if p.UID.Epoch != ch.last.Epoch {
 		ch.win.reset()
 	}
-	pf := newPubFrame(p)
+	pf := ch.slab.frame(p)
 	ch.last = p.UID
 	ch.win.push(pf)
 	subs := ch.subs
@@ -262,6 +263,56 @@ func newPubFrame(p scaler.Publication) *pubFrame {
 	}
 	b := make([]byte, 0, len(msg)+len(p.Channel)+len(p.Topic)+len(p.UID.Epoch)+64)
 	return &pubFrame{channel: p.Channel, uid: p.UID, data: protocol.AppendFeed(b, p.Channel, p.Topic, msg, p.UID)}
+}
+
+// frameSlab carves a channel's publication frames and their bytes out of
+// chunks, so the fan-out path allocates a fraction of an object per
+// publication instead of two. Chunks start small and double (a quiet
+// channel holds little), and a chunk stays alive while any frame cut from
+// it is queued or in the recovery window. Used under the channel's lock.
+type frameSlab struct {
+	frames []pubFrame
+	nextN  int
+	buf    []byte
+	nextB  int
+}
+
+const (
+	slabMaxFrames = 64
+	slabMaxBytes  = 32 << 10
+	slabBigFrame  = 4 << 10 // frames larger than this get their own slice
+)
+
+func (sl *frameSlab) frame(p scaler.Publication) *pubFrame {
+	if len(sl.frames) == 0 {
+		sl.nextN = min(max(sl.nextN*2, 4), slabMaxFrames)
+		sl.frames = make([]pubFrame, sl.nextN)
+	}
+	pf := &sl.frames[0]
+	sl.frames = sl.frames[1:]
+	msg := p.Msg
+	if msg == nil {
+		msg = nullJSON
+	}
+	need := len(msg) + len(p.Channel) + len(p.Topic) + len(p.UID.Epoch) + 64
+	var b []byte
+	if need > slabBigFrame {
+		b = make([]byte, 0, need)
+	} else {
+		if cap(sl.buf)-len(sl.buf) < need {
+			sl.nextB = min(max(sl.nextB*2, 1<<10), slabMaxBytes)
+			sl.buf = make([]byte, 0, max(sl.nextB, need))
+		}
+		b = sl.buf[len(sl.buf):len(sl.buf)]
+	}
+	data := protocol.AppendFeed(b, p.Channel, p.Topic, msg, p.UID)
+	if need <= slabBigFrame {
+		if len(data) <= cap(sl.buf)-len(sl.buf) && len(data) > 0 && &data[0] == &sl.buf[:len(sl.buf)+1][len(sl.buf)] {
+			sl.buf = sl.buf[:len(sl.buf)+len(data)]
+		}
+	}
+	pf.channel, pf.uid, pf.data = p.Channel, p.UID, data[:len(data):len(data)]
+	return pf
 }
 
 // reset handles a stream that could not continue without a hole: every

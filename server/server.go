@@ -31,6 +31,7 @@ type Server struct {
 	up       websocket.Upgrader
 	hub      *hub
 	writers  *writerPool
+	qfree    queueFree
 	wheel    *wheel
 	work     tracker
 	stats    counters

@@ -112,7 +112,7 @@ func (p *writerPool) start(s *Socket) {
 func (p *writerPool) run(s *Socket) {
 	defer p.wg.Done()
 	defer p.n.Add(-1)
-	var buf []byte
+	buf := make([]byte, 0, 4<<10)
 	t := time.NewTimer(writerIdle)
 	defer t.Stop()
 	for {
@@ -168,10 +168,14 @@ func (s *Socket) writeAll(buf []byte) []byte {
 		s.mu.Lock()
 		if s.dead || (len(s.q) == 0 && !s.hbDue && s.pong == nil) {
 			s.writing = false
-			if cap(s.spare) > 64 {
+			// An idle socket keeps only small queue slices; large ones go
+			// back to the server's free list.
+			if cap(s.spare) > keptQueue {
+				s.srv.qfree.put(s.spare)
 				s.spare = nil
 			}
-			if len(s.q) == 0 && cap(s.q) > 64 {
+			if len(s.q) == 0 && cap(s.q) > keptQueue {
+				s.srv.qfree.put(s.q)
 				s.q = nil
 			}
 			s.mu.Unlock()
@@ -190,10 +194,12 @@ func (s *Socket) writeAll(buf []byte) []byte {
 		var closed bool
 		var err error
 		buf, closed, err = s.writeBatch(buf[:0], hb, pong, items)
-		clear(items)
 		s.mu.Lock()
-		if s.spare == nil {
+		if s.spare == nil && cap(items) <= keptQueue {
+			clear(items)
 			s.spare = items[:0]
+		} else {
+			s.srv.qfree.put(items)
 		}
 		s.mu.Unlock()
 		if err != nil || closed {
@@ -312,10 +318,86 @@ func (s *Socket) enqueueLocked(it outItem) bool {
 		s.overflowLocked()
 		return false
 	}
+	if len(s.q) == cap(s.q) {
+		s.growQueueLocked()
+	}
 	s.q = append(s.q, it)
 	s.qBytes += n
 	s.kickLocked()
 	return true
+}
+
+// growQueueLocked doubles the queue's capacity with a slice from the
+// free list, giving the old one back.
+func (s *Socket) growQueueLocked() {
+	old := s.q
+	nq := s.srv.qfree.get(2 * cap(old))
+	s.q = append(nq, old...)
+	s.srv.qfree.put(old)
+}
+
+// keptQueue is the largest queue capacity an idle socket keeps.
+const keptQueue = 32
+
+// queueFree recycles send-queue slices between sockets, in power-of-two
+// size classes from 8 to 8192 items, so bursts do not allocate once the
+// server is warm. Bounded in total capacity.
+type queueFree struct {
+	mu    sync.Mutex
+	free  [numQueueClasses][][]outItem
+	items int // total capacity held
+}
+
+const (
+	minQueueCap     = 8
+	numQueueClasses = 11 // 8 << 10 = 8192
+	maxFreeItems    = 1 << 17
+)
+
+// queueClass returns the class of the smallest class capacity >= n.
+func queueClass(n int) int {
+	k := 0
+	for minQueueCap<<k < n {
+		k++
+	}
+	return k
+}
+
+// get returns an empty slice with capacity at least n.
+func (f *queueFree) get(n int) []outItem {
+	k := queueClass(n)
+	if k < numQueueClasses {
+		f.mu.Lock()
+		if l := len(f.free[k]); l > 0 {
+			q := f.free[k][l-1]
+			f.free[k][l-1] = nil
+			f.free[k] = f.free[k][:l-1]
+			f.items -= cap(q)
+			f.mu.Unlock()
+			return q
+		}
+		f.mu.Unlock()
+	}
+	return make([]outItem, 0, minQueueCap<<k)
+}
+
+// put gives back a slice no one uses any more.
+func (f *queueFree) put(q []outItem) {
+	c := cap(q)
+	if c < minQueueCap {
+		return
+	}
+	k := queueClass(c)
+	if k >= numQueueClasses || minQueueCap<<k != c {
+		return
+	}
+	clear(q[:c])
+	f.mu.Lock()
+	if f.items+c <= maxFreeItems {
+		f.free[k] = append(f.free[k], q[:0])
+		f.items += c
+	}
+	f.mu.Unlock()
 }
 
 // enqueue is enqueueLocked taking the lock.
@@ -341,6 +423,7 @@ func (s *Socket) kickLocked() {
 
 // overflowLocked drops the queue and closes with 4002.
 func (s *Socket) overflowLocked() {
+	clear(s.q)
 	s.q = s.q[:0]
 	s.qBytes = 0
 	for _, h := range s.holds {
