@@ -482,6 +482,24 @@ func (c *e2eConn) drainOpen() {
 	}
 }
 
+// expectOpenAllowNotices is expectOpen letting {"err":...} frames (tied
+// to no request) come first.
+func (c *e2eConn) expectOpenAllowNotices() {
+	c.t.Helper()
+	id := c.id()
+	c.send(`{"sys":5,"topic":"echo","msg":"notice","id":` + id + `}`)
+	for {
+		m := c.nextMsg()
+		if !m.has("sys") {
+			continue
+		}
+		if m.sys() != 7 || string(m.fields["id"]) != id {
+			c.t.Fatalf("got %s, want the echo RESPONSE id %s", m.raw, id)
+		}
+		return
+	}
+}
+
 // ask sends an ASK and requires the next frame to be its RESPONSE with a
 // msg; it returns the msg.
 func (c *e2eConn) ask(topic, msg string) string {

@@ -619,7 +619,7 @@ func TestE2EBoot(t *testing.T) {
 			}
 			break
 		}
-		c.expectOpen()
+		c.expectOpenAllowNotices()
 	})
 }
 
