@@ -40,7 +40,7 @@ func NewPublisher(sc scaler.Scaler, opts PublisherOptions) (*Publisher, error) {
 		p.log = slog.Default()
 	}
 	if p.sc == nil {
-		p.sc = scaler.NewMemory(scaler.MemoryOptions{})
+		p.sc = scaler.NewMemory(scaler.MemoryOptions{Logger: p.log})
 		p.own = true
 	}
 	return p, nil

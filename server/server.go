@@ -80,7 +80,7 @@ func New(sc scaler.Scaler, opts Options) (*Server, error) {
 		shutDone:  make(chan struct{}),
 	}
 	if s.sc == nil {
-		s.sc = scaler.NewMemory(scaler.MemoryOptions{})
+		s.sc = scaler.NewMemory(scaler.MemoryOptions{Logger: o.Logger})
 		s.ownSc = true
 	}
 	s.hub = newHub(s)
@@ -418,10 +418,9 @@ func (s *Server) unsubscribeSocket(ctx context.Context, sock *Socket, channel st
 	sock.mu.Lock()
 	co, ok := sock.subs[channel]
 	delete(sock.subs, channel)
-	if _, ex := sock.excl[channel]; ex {
-		delete(sock.excl, channel)
-		sock.updateSlowLocked()
-	}
+	delete(sock.excl, channel)
+	delete(sock.skipTo, channel)
+	sock.updateSlowLocked()
 	sock.mu.Unlock()
 	if !ok {
 		return

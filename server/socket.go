@@ -53,6 +53,7 @@ type Socket struct {
 	holds       map[string]*hold
 	heldN       int
 	excl        map[string][]protocol.UID
+	skipTo      map[string]protocol.UID // drop deliveries up to this uid
 	subs        map[string]ChannelOptions
 	asks        map[string]struct{}
 	bootTimer   *time.Timer
@@ -162,6 +163,17 @@ func (s *Socket) deliver(pf *pubFrame) {
 // deliverExclLocked queues pf, or an UPDATESUB in its place when the
 // socket published it excluding itself.
 func (s *Socket) deliverExclLocked(pf *pubFrame) {
+	if to, ok := s.skipTo[pf.channel]; ok {
+		if to.Epoch == pf.uid.Epoch && pf.uid.Seq <= to.Seq {
+			if pf.uid.Seq == to.Seq {
+				delete(s.skipTo, pf.channel)
+				s.updateSlowLocked()
+			}
+			return // the client has it already
+		}
+		delete(s.skipTo, pf.channel)
+		s.updateSlowLocked()
+	}
 	if ex := s.excl[pf.channel]; len(ex) > 0 {
 		hit := false
 		kept := ex[:0]
@@ -188,7 +200,7 @@ func (s *Socket) deliverExclLocked(pf *pubFrame) {
 }
 
 func (s *Socket) updateSlowLocked() {
-	s.slow.Store(int32(len(s.holds) + len(s.excl)))
+	s.slow.Store(int32(len(s.holds) + len(s.excl) + len(s.skipTo)))
 }
 
 // holdLocked parks channel's deliveries until releaseLocked.
@@ -392,7 +404,16 @@ func (s *Socket) handle(data []byte) {
 			s.sendText(protocol.AppendSubscribeFail(nil, msg.ID, msg.Channel, protocol.NewError(protocol.CodeRateLimited, "too many requests")))
 			return
 		}
-		s.handleSubscribe(msg)
+		s.mu.Lock()
+		_, dup := s.asks[string(msg.ID)]
+		if dup {
+			// ASK and SUBSCRIBE share the client's id counter.
+			s.closeLocked(protocol.ClosePolicyViolation, "reused outstanding id")
+		}
+		s.mu.Unlock()
+		if !dup {
+			s.handleSubscribe(msg)
+		}
 	case protocol.SysUnsubscribe:
 		s.handleUnsubscribe(msg.Channel)
 	case protocol.SysSync:

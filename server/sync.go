@@ -117,6 +117,7 @@ type syncRelease struct {
 	channel   string
 	pos       protocol.UID
 	updateSub bool
+	skipTo    bool // the client is ahead of this instance's stream: pos is its lastUid
 }
 
 // handleSync answers SYNC (PROTOCOL.md, "Recovery"). Each accepted channel
@@ -191,6 +192,22 @@ func (s *Socket) handleSync(msg *protocol.Message) {
 		rel := syncRelease{channel: channel, pos: pos}
 		ok := false
 		switch {
+		case recoverable && last.Epoch == pos.Epoch && last.Seq > pos.Seq:
+			// The client saw publications this instance's stream has
+			// not delivered yet (a late relay): recovered if they exist,
+			// and the stream's copies up to lastUid are not sent again.
+			cur, err := s.srv.sc.Position(ctx, channel)
+			if err != nil {
+				rels = append(rels, rel)
+				s.srv.log.Warn("sss: sync position read failed", "socket", s.id, "channel", channel, "err", err)
+				fail()
+				return
+			}
+			if cur.Epoch == last.Epoch && last.Seq <= cur.Seq {
+				ok = true
+				rel.pos = last
+				rel.skipTo = true
+			}
 		case winOK:
 			for _, pf := range fromWin {
 				if pf.uid.Seq <= pos.Seq {
@@ -238,6 +255,13 @@ func (s *Socket) handleSync(msg *protocol.Message) {
 			s.enqueueLocked(outItem{data: protocol.AppendUpdateSub(nil, r.channel, r.pos), op: opText})
 		}
 		pos := r.pos
+		if r.skipTo {
+			if s.skipTo == nil {
+				s.skipTo = make(map[string]protocol.UID)
+			}
+			s.skipTo[r.channel] = pos
+			s.updateSlowLocked()
+		}
 		s.releaseLocked(r.channel, &pos)
 	}
 	s.mu.Unlock()
