@@ -292,3 +292,16 @@ func TestE2EAskRateLimit(t *testing.T) {
 	}
 	c.expectOpen()
 }
+
+// TestE2EReusedIDAcrossKinds: PROTOCOL.md, bad input: a reused outstanding
+// id closes with 1008, whatever the request kind.
+func TestE2EReusedIDAcrossKinds(t *testing.T) {
+	a := startE2E(t, nil, e2eOptions())
+	c := a.dial(t, "")
+	c.send(`{"sys":5,"topic":"slow","id":7}`)
+	a.waitSlowStarted()
+	// ASK and SUBSCRIBE share the SSS client's id counter: a SUBSCRIBE
+	// with the id of an outstanding ASK reuses it.
+	c.send(`{"sys":1,"channel":"room","id":7}`)
+	c.expectClose(protocol.ClosePolicyViolation)
+}

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/sss-go/sss/protocol"
 	"github.com/sss-go/sss/scaler"
@@ -328,4 +329,38 @@ func TestE2EClusterShutdownPresence(t *testing.T) {
 		}
 		break
 	}
+}
+
+// TestE2ESyncAheadOfInstance: a client that saw a publication on one
+// instance SYNCs on another whose stream has not delivered it yet (a relay
+// a little late). Its lastUid is within the channel's history, not in the
+// future: recovered, and the late publication is not sent again.
+func TestE2ESyncAheadOfInstance(t *testing.T) {
+	apps := startCluster(t, 2, nil)
+	A, B := apps[0], apps[1]
+	w := B.dial(t, "")
+	pos := w.subscribe("ahead") // the channel is live on B
+	seen := A.dial(t, "")
+	seen.subscribe("ahead")
+	fi, ok := B.sc.(scaler.FaultInjector)
+	if !ok {
+		t.Fatalf("%T is no FaultInjector", B.sc)
+	}
+	fi.DelayNextRelay("ahead", time.Second)
+	u1 := A.publish("ahead", "t", "1")
+	seen.expectFeed("ahead", "t", "1", u1)
+	if u1.Seq != pos.Seq+1 {
+		t.Fatalf("uid %s after %s", u1, pos)
+	}
+	c := B.dial(t, "")
+	r := c.sync(e2eSyncFrame(e2eEntry("ahead", e2eQ(u1), "null")))
+	r.expectOutcome(t, "ahead", true, "")
+	if len(r.records) != 0 {
+		t.Fatalf("records %q, want none", r.records)
+	}
+	u2 := A.publish("ahead", "t", "2")
+	w.expectFeed("ahead", "t", "1", u1)
+	w.expectFeed("ahead", "t", "2", u2)
+	c.expectFeed("ahead", "t", "2", u2)
+	c.expectOpen()
 }

@@ -9,6 +9,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
@@ -519,4 +520,45 @@ func TestE2EMaxSubscribersPerChannel(t *testing.T) {
 	c1.send(`{"sys":2,"channel":"small-1"}`)
 	c1.expectOpen()
 	c3.subscribe("small-1")
+}
+
+// e2eRecordHandler counts the records logged through it.
+type e2eRecordHandler struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (h *e2eRecordHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *e2eRecordHandler) Handle(_ context.Context, r slog.Record) error {
+	h.mu.Lock()
+	h.msgs = append(h.msgs, r.Message)
+	h.mu.Unlock()
+	return nil
+}
+func (h *e2eRecordHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *e2eRecordHandler) WithGroup(string) slog.Handler      { return h }
+
+// TestE2ELoggerOption: with Options.Logger set, nothing the server starts
+// (its own memory scaler included) logs to slog.Default().
+func TestE2ELoggerOption(t *testing.T) {
+	rec := &e2eRecordHandler{}
+	old := slog.Default()
+	slog.SetDefault(slog.New(rec))
+	defer slog.SetDefault(old)
+	func() {
+		a := startE2E(t, nil, e2eOptions())
+		c := a.dial(t, "")
+		c.subscribe("log")
+		ctx, cancel := context.WithTimeout(context.Background(), e2eTimeout)
+		defer cancel()
+		if err := a.srv.Shutdown(ctx); err != nil {
+			t.Fatal(err)
+		}
+		c.waitClosed()
+	}()
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.msgs) > 0 {
+		t.Errorf("with Options.Logger set, %d records went to slog.Default(): %q", len(rec.msgs), rec.msgs)
+	}
 }
