@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -242,4 +243,80 @@ func BenchmarkAskRoundTrip(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkIdleConnMemory reports the heap and stack a server holds per
+// idle connection (after BEGIN and one SUBSCRIBE). The clients are raw TCP
+// connections with a hand-made handshake, so their own memory is small.
+func BenchmarkIdleConnMemory(b *testing.B) {
+	const conns = 1000
+	srv, err := New(nil, Options{HeartbeatInterval: 30 * time.Second, ShutdownSpread: -1, Logger: quietLogger()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	url := newBenchHTTP(b, srv)
+	addr := strings.TrimPrefix(url, "ws://")
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	}()
+	mem := func() (heap, stack uint64) {
+		runtime.GC()
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc, ms.StackInuse
+	}
+	for i := 0; i < b.N; i++ {
+		heap0, stack0 := mem()
+		ncs := make([]net.Conn, 0, conns)
+		for j := 0; j < conns; j++ {
+			nc, err := net.Dial("tcp", addr)
+			if err != nil {
+				b.Fatal(err)
+			}
+			ncs = append(ncs, nc)
+			req := "GET / HTTP/1.1\r\nHost: " + addr + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+				"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+			if _, err := nc.Write([]byte(req)); err != nil {
+				b.Fatal(err)
+			}
+			var buf [512]byte
+			n, err := nc.Read(buf[:])
+			if err != nil || !strings.Contains(string(buf[:n]), "101") {
+				b.Fatalf("handshake: %v %q", err, buf[:n])
+			}
+			// A masked text frame {"sys":3} then a SUBSCRIBE, each answered.
+			for _, f := range []string{`{"sys":3}`, `{"sys":1,"channel":"idle","id":1}`} {
+				if _, err := nc.Write(maskedFrame(f)); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := nc.Read(buf[:]); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		waitStats := time.Now().Add(testTimeout)
+		for srv.Stats().Sockets != conns && time.Now().Before(waitStats) {
+			time.Sleep(time.Millisecond)
+		}
+		// Let the writers go idle.
+		time.Sleep(writerIdle + 500*time.Millisecond)
+		heap1, stack1 := mem()
+		b.ReportMetric(float64(int64(heap1)-int64(heap0))/conns, "heap-bytes/conn")
+		b.ReportMetric(float64(int64(stack1)-int64(stack0))/conns, "stack-bytes/conn")
+		for _, nc := range ncs {
+			nc.Close()
+		}
+		for srv.Stats().Sockets != 0 && time.Now().Before(waitStats.Add(testTimeout)) {
+			time.Sleep(time.Millisecond)
+		}
+	}
+}
+
+// maskedFrame builds a client text frame (masked with a zero key).
+func maskedFrame(s string) []byte {
+	b := []byte{0x81, 0x80 | byte(len(s)), 0, 0, 0, 0}
+	return append(b, s...)
 }
