@@ -364,3 +364,34 @@ func TestE2ESyncAheadOfInstance(t *testing.T) {
 	c.expectFeed("ahead", "t", "2", u2)
 	c.expectOpen()
 }
+
+// TestE2ESyncAheadThenResubscribe: after a SYNC ahead of the local stream,
+// an UNSUBSCRIBE and a new SUBSCRIBE start over from the reply's lastUid:
+// the late publications after it are delivered, none skipped.
+func TestE2ESyncAheadThenResubscribe(t *testing.T) {
+	apps := startCluster(t, 2, nil)
+	A, B := apps[0], apps[1]
+	w := B.dial(t, "")
+	pos := w.subscribe("ahead2")
+	fi, ok := B.sc.(scaler.FaultInjector)
+	if !ok {
+		t.Fatalf("%T is no FaultInjector", B.sc)
+	}
+	fi.DelayNextRelay("ahead2", time.Second)
+	u1 := A.publish("ahead2", "t", "1")
+	c := B.dial(t, "")
+	r := c.sync(e2eSyncFrame(e2eEntry("ahead2", e2eQ(u1), "null")))
+	r.expectOutcome(t, "ahead2", true, "")
+	c.send(`{"sys":2,"channel":"ahead2"}`)
+	again := c.subscribe("ahead2")
+	if again.Epoch != pos.Epoch || again.Seq > u1.Seq {
+		t.Fatalf("SUBSCRIBE lastUid %s", again)
+	}
+	u2 := A.publish("ahead2", "t", "2")
+	if again.Seq < u1.Seq {
+		c.expectFeed("ahead2", "t", "1", u1)
+	}
+	c.expectFeed("ahead2", "t", "2", u2)
+	w.expectFeed("ahead2", "t", "1", u1)
+	w.expectFeed("ahead2", "t", "2", u2)
+}
