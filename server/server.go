@@ -231,15 +231,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		} else {
 			s.log.Info("sss: session refused", "err", refusal)
 		}
-		nc := ws.NetConn()
-		p := closePayload(protocol.CloseBooted, reason)
-		_ = nc.SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout))
-		_, _ = nc.Write(append(appendFrameHeader(nil, opClose, len(p)), p...))
-		_ = nc.Close()
+		s.closeRaw(ws, protocol.CloseBooted, reason)
 		return
 	}
 	if !s.work.add(false) {
-		_ = ws.NetConn().Close()
+		// Shutdown began during the upgrade.
+		s.closeRaw(ws, s.opts.ShutdownCloseCode, "server shutting down")
 		return
 	}
 	sock := &Socket{
@@ -285,6 +282,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.opts.OnOpen(sock)
 	}
 	go sock.readLoop()
+}
+
+// closeRaw sends a close frame on a connection that never became a
+// socket and closes it.
+func (s *Server) closeRaw(ws *websocket.Conn, code int, reason string) {
+	nc := ws.NetConn()
+	p := closePayload(code, reason)
+	_ = nc.SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout))
+	_, _ = nc.Write(append(appendFrameHeader(nil, opClose, len(p)), p...))
+	_ = nc.Close()
 }
 
 // addSocket registers a socket.
