@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
 
@@ -586,6 +587,24 @@ func TestE2EBoot(t *testing.T) {
 		}
 		if r := c.expectClose(protocol.CloseBooted); len(r) > protocol.MaxReasonLen {
 			t.Fatalf("close reason of %d bytes", len(r))
+		}
+	})
+	t.Run("long multibyte reason", func(t *testing.T) {
+		c := a.dial(t, "")
+		id := c.whoami()
+		if err := a.srv.BootSocket(e2eCtx(t), id, strings.Repeat("é", 100)); err != nil {
+			t.Logf("BootSocket with a 200-byte reason: %v (refusing is acceptable)", err)
+			c.expectOpen()
+			return
+		}
+		m := c.nextMsg()
+		r := m.str("reason")
+		if m.sys() != 9 || len(r) > protocol.MaxReasonLen || r == "" || !utf8.ValidString(r) || strings.ContainsRune(r, utf8.RuneError) {
+			t.Fatalf("BOOT %s: reason must be 1..123 bytes of whole characters", m.raw)
+		}
+		cr := c.expectClose(protocol.CloseBooted)
+		if len(cr) > protocol.MaxReasonLen || !utf8.ValidString(cr) {
+			t.Fatalf("close reason %q: over 123 bytes or not UTF-8", cr)
 		}
 	})
 	t.Run("channel", func(t *testing.T) {

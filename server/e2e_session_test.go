@@ -36,9 +36,11 @@ func TestE2ESessionRefused(t *testing.T) {
 	})
 	t.Run("long reason cut to 123 bytes", func(t *testing.T) {
 		a := startE2E(t, nil, e2eOptions())
-		c := a.dial(t, "refuse="+strings.Repeat("x", 300))
-		if r := c.expectClose(protocol.CloseBooted); len(r) == 0 || len(r) > protocol.MaxReasonLen {
-			t.Errorf("close reason of %d bytes, want 1..123", len(r))
+		for _, reason := range []string{strings.Repeat("x", 300), strings.Repeat("é", 100), strings.Repeat("日", 60)} {
+			c := a.dial(t, "refuse="+url.QueryEscape(reason))
+			if r := c.expectClose(protocol.CloseBooted); len(r) == 0 || len(r) > protocol.MaxReasonLen || !strings.HasPrefix(reason, r) {
+				t.Errorf("close reason %q (%d bytes), want a prefix of whole characters, 1..123 bytes", r, len(r))
+			}
 		}
 	})
 	t.Run("invalid user id", func(t *testing.T) {
