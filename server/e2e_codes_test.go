@@ -431,6 +431,19 @@ func TestE2EUpdateSub(t *testing.T) {
 		o.expectFeed("ex", "t", `3`, u3)
 		s.expectOpen()
 	})
+	t.Run("user channel", func(t *testing.T) {
+		s := a.dial(t, "user=xavier")
+		s.begin()
+		o := a.dial(t, "user=xavier")
+		o.begin()
+		s.send(`{"sys":5,"topic":"pub","msg":{"channel":"_user.xavier","topic":"note","msg":"self","exclude":true},"id":"u"}`)
+		items, resp := collectStream(t, s, "_user.xavier", 1, 1)
+		u := e2eMustUID(t, resp[`"u"`])
+		if items[0].raw != e2eUpdateSub("_user.xavier", u) {
+			t.Fatalf("got %s, want the UPDATESUB of %s", items[0].raw, u)
+		}
+		o.expectFeed("_user.xavier", "note", `"self"`, u)
+	})
 	t.Run("not subscribed: nothing", func(t *testing.T) {
 		s := a.dial(t, "")
 		o := a.dial(t, "")
