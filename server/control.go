@@ -72,7 +72,7 @@ func (s *Server) Publish(ctx context.Context, channel, topic string, msg any, op
 	uid, _, err := publish(ctx, s.sc, s.opts.MaxChannelLen, channel, topic, msg, opts.IdempotencyKey)
 	if ex != nil {
 		ex.mu.Lock()
-		if err == nil {
+		if _, still := ex.subs[channel]; err == nil && still {
 			if ex.excl == nil {
 				ex.excl = make(map[string][]protocol.UID)
 			}
@@ -197,7 +197,11 @@ func (s *Server) onControl(c scaler.Control) {
 		frame := protocol.AppendErrorFrame(nil, &protocol.Error{Name: "ChannelBooted",
 			Message: "removed from channel " + c.Target, Code: CodeChannelBooted})
 		// Leaving may call the scaler: not on its goroutine.
+		if !s.work.add(false) {
+			return
+		}
 		go func() {
+			defer s.work.done()
 			ctx, cancel := context.WithTimeout(context.Background(), s.opts.WriteTimeout)
 			defer cancel()
 			for _, sock := range subs {

@@ -553,6 +553,7 @@ type tracker struct {
 	mu     sync.Mutex
 	n      int
 	closed bool
+	zeroed bool
 	zero   chan struct{}
 }
 
@@ -573,7 +574,8 @@ func (t *tracker) add(inner bool) bool {
 func (t *tracker) done() {
 	t.mu.Lock()
 	t.n--
-	if t.n == 0 && t.closed {
+	if t.n == 0 && t.closed && !t.zeroed {
+		t.zeroed = true
 		close(t.zero)
 	}
 	t.mu.Unlock()
@@ -586,6 +588,7 @@ func (t *tracker) close() <-chan struct{} {
 	if !t.closed {
 		t.closed = true
 		if t.n == 0 {
+			t.zeroed = true
 			close(t.zero)
 		}
 	}
