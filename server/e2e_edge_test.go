@@ -323,6 +323,13 @@ func TestE2EAskBadResults(t *testing.T) {
 		var pe *protocol.Error
 		return nil, pe // a typed nil error
 	})
+	a.srv.HandleAsk("closeme", func(ctx context.Context, sock *server.Socket, msg json.RawMessage) (any, error) {
+		if err := sock.Tell("last", json.RawMessage(`"words"`)); err != nil {
+			return nil, err
+		}
+		sock.Close(4005, "closed by the app")
+		return "too late", nil
+	})
 	c := a.dial(t, "")
 	for _, topic := range []string{"badraw", "unmarshalable"} {
 		m := c.askRaw(topic, "1")
@@ -335,6 +342,15 @@ func TestE2EAskBadResults(t *testing.T) {
 		t.Errorf("ask nilerr: %s", m.raw)
 	}
 	c.expectOpen()
+	t.Run("Socket.Close from a handler", func(t *testing.T) {
+		d := a.dial(t, "")
+		d.send(`{"sys":5,"topic":"closeme","id":1}`)
+		d.expectExact(`{"sys":6,"topic":"last","msg":"words"}`) // queued before the close
+		if r := d.expectClose(4005); r != "closed by the app" {
+			t.Errorf("close reason %q", r)
+		}
+		d.expectTCPClosed()
+	})
 	t.Run("setup mistakes panic", func(t *testing.T) {
 		for _, tc := range []struct {
 			name string
