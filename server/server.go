@@ -251,7 +251,6 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		nc:        ws.NetConn(),
 		compress:  s.opts.EnableCompression,
 		connGone:  make(chan struct{}),
-		opened:    time.Now(),
 	}
 	if sock.sessionID == "" {
 		sock.sessionID = uuid.NewString()

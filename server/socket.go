@@ -34,7 +34,6 @@ type Socket struct {
 	hbOutstanding atomic.Bool  // an "h" was sent and not answered
 	slow          atomic.Int32 // >0 while holds or exclusions exist
 	begun         atomic.Bool
-	opened        time.Time
 
 	closeOnce sync.Once
 	connGone  chan struct{} // closed once the TCP connection is closed

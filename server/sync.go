@@ -14,7 +14,7 @@ import (
 func (s *Socket) checkChannel(ctx context.Context, channel string, query json.RawMessage, subCount int, sync bool) (ChannelOptions, bool, *protocol.Error) {
 	if protocol.ReservedChannel(channel) {
 		if sync && s.user != "" && channel == protocol.UserChannel(s.user) {
-			return ChannelOptions{}, s.subscribedCount(channel), nil
+			return ChannelOptions{}, s.subscribed(channel), nil
 		}
 		if _, ok := protocol.UserFromChannel(channel); ok && sync {
 			return ChannelOptions{}, false, protocol.NewError(protocol.CodeForbidden, "not this session's user channel")
@@ -24,7 +24,7 @@ func (s *Socket) checkChannel(ctx context.Context, channel string, query json.Ra
 	if !protocol.ValidChannel(channel, s.srv.opts.MaxChannelLen) {
 		return ChannelOptions{}, false, protocol.NewError(protocol.CodeBadChannel, "invalid channel name")
 	}
-	already := s.subscribedCount(channel)
+	already := s.subscribed(channel)
 	if already {
 		s.mu.Lock()
 		co := s.subs[channel]
@@ -57,8 +57,6 @@ func (s *Socket) parse(ctx context.Context, p SubscriptionParser, channel string
 	}()
 	return p(ctx, s, channel, query)
 }
-
-func (s *Socket) subscribedCount(channel string) bool { return s.subscribed(channel) }
 
 func (s *Socket) numSubs() int {
 	s.mu.Lock()
