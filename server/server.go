@@ -305,6 +305,7 @@ func (s *Server) addSocket(sock *Socket) {
 	s.smu.Unlock()
 	if sock.user != "" {
 		if err := s.sc.AddUser(sock.ctx, sock.user); err != nil {
+			s.backendError(sock, "", err)
 			s.log.Warn("sss: scaler AddUser failed", "user", sock.user, "err", err)
 		}
 	}
@@ -345,6 +346,7 @@ func (s *Server) removeSocket(sock *Socket) {
 	}
 	if sock.user != "" {
 		if err := s.sc.RemoveUser(ctx, sock.user); err != nil {
+			s.backendError(sock, "", err)
 			s.log.Warn("sss: scaler RemoveUser failed", "user", sock.user, "err", err)
 		}
 	}
@@ -406,6 +408,7 @@ func (s *Server) joined(ctx context.Context, sock *Socket, channel string, co Ch
 	}
 	m := sock.member()
 	if err := s.sc.Join(ctx, channel, m); err != nil {
+		s.backendError(sock, channel, err)
 		s.log.Warn("sss: scaler join failed", "socket", sock.id, "channel", channel, "err", err)
 	}
 	if co.Presence {
@@ -441,6 +444,7 @@ func (s *Server) unsubscribeSocket(ctx context.Context, sock *Socket, channel st
 		return
 	}
 	if err := s.sc.Leave(ctx, channel, sock.id); err != nil {
+		s.backendError(sock, channel, err)
 		s.log.Warn("sss: scaler leave failed", "socket", sock.id, "channel", channel, "err", err)
 	}
 	if co.Presence {
@@ -492,6 +496,13 @@ func marshalMsg(v any) (json.RawMessage, error) {
 		return nil, fmt.Errorf("%w: %v", ErrBadMessage, err)
 	}
 	return bytes.TrimRight(buf.Bytes(), "\n"), nil
+}
+
+// backendError reports a failed scaler call made for a socket.
+func (s *Server) backendError(sock *Socket, channel string, err error) {
+	if s.opts.OnEvent != nil {
+		s.emit(Event{Kind: EventBackendError, Socket: sock.id, Channel: channel, Err: err})
+	}
 }
 
 // emit sends an event to Options.OnEvent.
