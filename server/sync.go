@@ -130,6 +130,11 @@ func (s *Socket) handleSync(msg *protocol.Message) {
 	rels := make([]syncRelease, 0, n)
 	seen := make(map[string]struct{}, n)
 	count := s.numSubs()
+	// The reply carries the records in one frame: keep it within half
+	// the send queue's byte bound, so it and what follows fit; a channel
+	// whose records would not fit is not recoverable.
+	budget := s.srv.opts.SendQueueBytes / 2
+	recBytes := 0
 	fail := func() {
 		s.mu.Lock()
 		for _, r := range rels {
@@ -207,12 +212,13 @@ func (s *Socket) handleSync(msg *protocol.Message) {
 				rel.skipTo = true
 			}
 		case winOK:
+			var recs [][]byte
 			for _, pf := range fromWin {
 				if pf.uid.Seq <= pos.Seq {
-					records = append(records, pf.data)
+					recs = append(recs, pf.data)
 				}
 			}
-			ok = true
+			records, recBytes, ok = addRecords(records, recs, recBytes, budget)
 		case recoverable && last.Epoch == pos.Epoch && last.Seq < pos.Seq && pos.Seq-last.Seq <= maxRec:
 			want := pos.Seq - last.Seq
 			pubs, err := s.srv.sc.Since(ctx, channel, last, int(want))
@@ -223,10 +229,11 @@ func (s *Socket) handleSync(msg *protocol.Message) {
 				return
 			}
 			if err == nil && contiguous(pubs, last, want) {
+				recs := make([][]byte, 0, want)
 				for _, p := range pubs[:want] {
-					records = append(records, newPubFrame(p).data)
+					recs = append(recs, newPubFrame(p).data)
 				}
-				ok = true
+				records, recBytes, ok = addRecords(records, recs, recBytes, budget)
 			}
 		}
 		if !ok {
@@ -263,6 +270,18 @@ func (s *Socket) handleSync(msg *protocol.Message) {
 		s.releaseLocked(r.channel, &pos)
 	}
 	s.mu.Unlock()
+}
+
+// addRecords appends one channel's records when they fit the budget.
+func addRecords(records, recs [][]byte, used, budget int) ([][]byte, int, bool) {
+	n := 0
+	for _, r := range recs {
+		n += len(r) + 1
+	}
+	if used+n > budget {
+		return records, used, false
+	}
+	return append(records, recs...), used + n, true
 }
 
 // contiguous reports whether pubs start right after `after` and hold at

@@ -314,7 +314,10 @@ func (s *Socket) enqueueLocked(it outItem) bool {
 	if it.pf != nil {
 		n = len(it.pf.data)
 	}
-	if len(s.q)+s.heldN >= s.srv.opts.SendQueueMessages || s.qBytes+n > s.srv.opts.SendQueueBytes {
+	// One frame larger than the byte bound still goes through an empty
+	// queue: refusing it would close the socket for good (its SYNC would
+	// overflow the same way).
+	if len(s.q)+s.heldN >= s.srv.opts.SendQueueMessages || (s.qBytes > 0 && s.qBytes+n > s.srv.opts.SendQueueBytes) {
 		s.overflowLocked()
 		return false
 	}
