@@ -3,11 +3,14 @@ package clustertest
 import (
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/sss-go/sss/client"
 	"github.com/sss-go/sss/internal/testutil"
 	"github.com/sss-go/sss/protocol"
+	"github.com/sss-go/sss/scaler"
 	"github.com/sss-go/sss/server"
 )
 
@@ -16,8 +19,22 @@ import (
 // per server publishing concurrently. Every subscriber receives every
 // publication once, uids 1..N with no gap, in one order (the same uid ->
 // message everywhere, matching the uids Publish returned), each
-// publisher's messages in the order it published them.
+// publisher's messages in the order it published them. The same holds
+// when one instance misses a relayed publication (filled from MongoDB)
+// and another gets one late.
 func TestThreeServersInProcess(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		faults bool
+	}{
+		{"clean relay", false},
+		{"relay drops and delays", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testThreeServers(t, tc.faults) })
+	}
+}
+
+func testThreeServers(t *testing.T, faults bool) {
 	testutil.CheckLeaks(t)
 	const (
 		servers   = 3
@@ -28,8 +45,14 @@ func TestThreeServersInProcess(t *testing.T) {
 	)
 	cl := newCluster(t)
 	var ins []*instance
+	gapsFilled := make([]atomic.Int64, servers)
 	for i := range servers {
-		ins = append(ins, cl.startInstance(t, fmt.Sprint("server", i), server.Options{ShutdownSpread: -1}, nil))
+		opts := server.Options{ShutdownSpread: -1, OnEvent: func(e server.Event) {
+			if e.Kind == server.EventScaler && e.Scaler != nil && e.Scaler.Kind == scaler.EventGapFilled && e.Scaler.Channel == channel {
+				gapsFilled[i].Add(int64(e.Scaler.Count))
+			}
+		}}
+		ins = append(ins, cl.startInstance(t, fmt.Sprint("server", i), opts, nil))
 	}
 	ctx := ctxFor(t)
 
@@ -84,6 +107,13 @@ func TestThreeServersInProcess(t *testing.T) {
 				published[p][m] = uid
 			}
 		}()
+	}
+	if faults {
+		// server1 misses the first relayed publication (it must read it
+		// from MongoDB before delivering the next); server2 gets it late
+		// (it must hold the later ones back meanwhile).
+		ins[1].sc.DropNextRelay(channel)
+		ins[2].sc.DelayNextRelay(channel, 300*time.Millisecond)
 	}
 	close(release)
 	wg.Wait()
@@ -150,5 +180,8 @@ func TestThreeServersInProcess(t *testing.T) {
 		if st.Duplicates != 0 || st.Reconnects != 0 || st.NotRecoverable != 0 || st.Feeds != total+1 {
 			t.Errorf("%s: client stats %+v, want %d feeds and no duplicate, reconnection or loss", s.name, st, total+1)
 		}
+	}
+	if faults && gapsFilled[1].Load() < 1 {
+		t.Errorf("server1 reported no gap filled from the log after a dropped relay message")
 	}
 }

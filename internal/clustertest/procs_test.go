@@ -32,11 +32,16 @@ func moduleRoot(t *testing.T) string {
 	return filepath.Dir(gomod)
 }
 
-// buildChat builds examples/chat into the test's temporary directory.
+// buildChat builds examples/chat into the test's temporary directory,
+// with the race detector when the test binary has it.
 func buildChat(t *testing.T) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "chat")
-	cmd := exec.Command("go", "build", "-o", bin, "./examples/chat")
+	args := []string{"build", "-o", bin}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	cmd := exec.Command("go", append(args, "./examples/chat")...)
 	cmd.Dir = moduleRoot(t)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build ./examples/chat: %v\n%s", err, out)
