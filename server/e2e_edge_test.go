@@ -26,7 +26,7 @@ func TestE2ESlowConsumer(t *testing.T) {
 	for _, tc := range []struct {
 		name        string
 		msgs, bytes int
-	}{{"frames bound", 16, 0}} {
+	}{{"frames bound", 16, 0}, {"bytes bound", 100000, 256 << 10}} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := e2eOptions()
 			o.SendQueueMessages = tc.msgs
@@ -92,8 +92,73 @@ func e2eSlowConsumer(t *testing.T, o server.Options) {
 		}
 	} else {
 		r.expectOutcome(t, "slow", false, protocol.CodeNotRecoverable)
+		c.expectExact(e2eUpdateSub("slow", last))
 	}
-	c.expectOpenAllowNotices()
+	c.expectOpen()
+}
+
+// TestE2ESyncReplyOverQueueBytes: a SYNC whose records outgrow the send
+// queue's byte bound (default 4 MiB) must still be answered, with the
+// records or "not recoverable"; closing with 4002 would make the client
+// reconnect and send the same SYNC forever.
+func TestE2ESyncReplyOverQueueBytes(t *testing.T) {
+	o := e2eOptions()
+	a := startE2E(t, nil, o)
+	from := a.position("big")
+	big := `"` + strings.Repeat("b", 60<<10) + `"`
+	var last protocol.UID
+	for i := 0; i < 100; i++ { // 6 MB of missed publications, within MaxRecovery
+		last = a.publish("big", "t", big)
+	}
+	c := a.dial(t, "")
+	c.send(e2eSyncFrame(e2eEntry("big", e2eQ(from), "null")))
+	f, ok := c.nextFrame(e2eTimeout)
+	if !ok {
+		t.Fatalf("SYNC of 100 publications of 60 KiB: closed with %d %q instead of a reply", c.closeCode, c.closeText)
+	}
+	m := e2eParse(t, string(f.data))
+	if m.sys() != 4 {
+		t.Fatalf("got %.200s, want the SYNC reply", m.raw)
+	}
+	var res map[string]bool
+	_ = json.Unmarshal(m.fields["result"], &res)
+	if !res["big"] {
+		var errs map[string]json.RawMessage
+		_ = json.Unmarshal(m.fields["errors"], &errs)
+		if e2eErrField(errs["big"], "code") != protocol.CodeNotRecoverable {
+			t.Fatalf("SYNC reply %.300s: false without not_recoverable", m.raw)
+		}
+		c.expectExact(e2eUpdateSub("big", last))
+	}
+	c.expectOpen()
+}
+
+// TestE2EPublishOverQueueBytes: a publication bigger than a socket's send
+// queue can hold is refused by Publish, or delivered; it must not close
+// every subscriber with 4002 (their SYNC would fail the same way, forever).
+func TestE2EPublishOverQueueBytes(t *testing.T) {
+	o := e2eOptions()
+	o.SendQueueBytes = 64 << 10
+	a := startE2E(t, nil, o)
+	c := a.dial(t, "")
+	pos := c.subscribe("huge")
+	huge := `"` + strings.Repeat("h", 100<<10) + `"`
+	u, err := a.srv.Publish(e2eCtx(t), "huge", "t", json.RawMessage(huge), server.PublishOptions{})
+	if err != nil {
+		t.Logf("Publish refused: %v", err)
+		c.expectOpen()
+		return
+	}
+	if u.Seq != pos.Seq+1 {
+		t.Fatalf("uid %s after %s", u, pos)
+	}
+	f, ok := c.nextFrame(e2eTimeout)
+	if !ok {
+		t.Fatalf("subscriber closed with %d %q by a publication of 100 KiB (SendQueueBytes 64 KiB)", c.closeCode, c.closeText)
+	}
+	if string(f.data) != e2eFeed("huge", "t", huge, u) {
+		t.Fatalf("got %.100s, want the FEED", f.data)
+	}
 }
 
 func TestE2ESubscribeRacingLastUnsubscribe(t *testing.T) {
