@@ -663,3 +663,43 @@ func TestE2ELoggerOption(t *testing.T) {
 		t.Errorf("with Options.Logger set, %d records went to slog.Default(): %q", len(rec.msgs), rec.msgs)
 	}
 }
+
+// TestE2ESyncReplyOverQueueBytesManyChannels: the byte bound holds for the
+// whole SYNC reply, not per channel.
+func TestE2ESyncReplyOverQueueBytesManyChannels(t *testing.T) {
+	a := startE2E(t, nil, e2eOptions())
+	big := `"` + strings.Repeat("b", 60<<10) + `"`
+	var entries []string
+	for k := 0; k < 4; k++ {
+		ch := fmt.Sprintf("big%d", k)
+		entries = append(entries, e2eEntry(ch, e2eQ(a.position(ch)), "null"))
+		for i := 0; i < 25; i++ { // 1.5 MB each, 6 MB in all
+			a.publish(ch, "t", big)
+		}
+	}
+	c := a.dial(t, "")
+	c.send(e2eSyncFrame(entries...))
+	f, ok := c.nextFrame(e2eTimeout)
+	if !ok {
+		t.Fatalf("SYNC of 4 channels x 1.5 MB: closed with %d %q instead of a reply", c.closeCode, c.closeText)
+	}
+	m := e2eParse(t, string(f.data))
+	if m.sys() != 4 {
+		t.Fatalf("got %.200s, want the SYNC reply", m.raw)
+	}
+	var res map[string]bool
+	var recs []json.RawMessage
+	_ = json.Unmarshal(m.fields["result"], &res)
+	_ = json.Unmarshal(m.fields["records"], &recs)
+	okN := 0
+	for _, ok := range res {
+		if ok {
+			okN++
+		}
+	}
+	if len(res) != 4 || len(recs) != 25*okN {
+		t.Fatalf("result %v with %d records, want 25 records per recovered channel", res, len(recs))
+	}
+	t.Logf("%d of 4 channels recovered, reply of %d bytes", okN, len(f.data))
+	c.drainOpen()
+}
