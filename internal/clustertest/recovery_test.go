@@ -19,8 +19,24 @@ import (
 // messages without pause. A shuts down; B refuses upgrades until at least
 // minMissed publications were made after the client saw the drop, then
 // lets the client in; the client recovers them by SYNC on B. The
-// subscriber ends with every number exactly once, in order.
+// subscriber ends with every number exactly once, in order. B answers the
+// SYNC from MongoDB when it serves no socket of the channel, and from its
+// recovery window, or past it from MongoDB, when it does.
 func TestRecoveryAcrossInstances(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		bLive  bool // B has a subscriber of its own on the channel
+		window int  // B's Options.RecoveryWindow (0: default 256)
+	}{
+		{"B not on the channel", false, 0},
+		{"B live on the channel", true, 0},
+		{"B live, missed more than its window", true, 32},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testRecovery(t, tc.bLive, tc.window) })
+	}
+}
+
+func testRecovery(t *testing.T, bLive bool, window int) {
 	testutil.CheckLeaks(t)
 	const (
 		channel   = "feed"
@@ -32,6 +48,7 @@ func TestRecoveryAcrossInstances(t *testing.T) {
 	cl := newCluster(t)
 	a := cl.startInstance(t, "A", server.Options{ShutdownSpread: -1}, nil)
 	var gateOpen atomic.Bool
+	gateOpen.Store(true) // for B's own subscriber
 	gate := func(h http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if !gateOpen.Load() {
@@ -41,8 +58,20 @@ func TestRecoveryAcrossInstances(t *testing.T) {
 			h.ServeHTTP(w, r)
 		})
 	}
-	b := cl.startInstance(t, "B", server.Options{ShutdownSpread: -1, MaxRecovery: maxN}, gate)
+	b := cl.startInstance(t, "B", server.Options{ShutdownSpread: -1, MaxRecovery: maxN, RecoveryWindow: window}, gate)
 	ctx := ctxFor(t)
+	var watch *sink // B's own subscriber
+	if bLive {
+		wc := dialClient(t, b.url, client.Options{})
+		wsub, err := wc.Subscribe(ctx, channel, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		watch = newSink()
+		wsub.On("num", watch.handler("num"))
+		wsub.On("end", watch.handler("end"))
+	}
+	gateOpen.Store(false)
 
 	// published is the number of publications Publish has returned for
 	// (the numbers are 1..published). The client's status callback reads
@@ -147,24 +176,41 @@ func TestRecoveryAcrossInstances(t *testing.T) {
 	if st.Recovered < uint64(minMissed) || st.Reconnects != 1 || st.NotRecoverable != 0 || st.Refused != 0 {
 		t.Errorf("client stats %+v: want one reconnection recovering >= %d publications, none lost", st, minMissed)
 	}
-	if n := b.srv.Stats().Sockets; n != 1 {
-		t.Errorf("server B has %d sockets, want the client's", n)
+	wantSockets := 1
+	if bLive {
+		wantSockets = 2
+	}
+	if n := b.srv.Stats().Sockets; n != wantSockets {
+		t.Errorf("server B has %d sockets, want %d (the client's, and B's subscriber)", n, wantSockets)
 	}
 	if sub.Status() != client.SubActive {
 		statusMu.Lock()
 		t.Errorf("subscription %v after recovery (changes %v), want active", sub.Status(), subStatuses)
 		statusMu.Unlock()
 	}
+	checkNumbers(t, "the client", s, total)
+	if watch != nil {
+		watch.waitUntil(t, wait, "B's subscriber to get the last publication", func(g []got) bool { return hasTopic(g, "end") })
+		checkNumbers(t, "B's subscriber", watch, total)
+	}
+}
+
+// checkNumbers checks that s received numbers 1..total in order, each
+// once, with consecutive uids, then the "end" publication.
+func checkNumbers(t *testing.T, who string, s *sink, total int) {
+	t.Helper()
 	g, _ := s.snapshot()
 	if len(g) != total+1 {
-		t.Errorf("subscriber got %d publications, want %d", len(g), total+1)
+		t.Errorf("%s got %d publications, want %d", who, len(g), total+1)
 	}
 	for i, x := range g {
 		if x.msg.N != i+1 {
-			t.Fatalf("publication %d is number %d (uid %v), want %d: lost, repeated or out of order", i, x.msg.N, x.uid, i+1)
+			t.Errorf("%s: publication %d is number %d (uid %v), want %d: lost, repeated or out of order", who, i, x.msg.N, x.uid, i+1)
+			return
 		}
 		if i > 0 && (x.uid.Epoch != g[0].uid.Epoch || x.uid.Seq != g[i-1].uid.Seq+1) {
-			t.Fatalf("publication %d has uid %v after %v", i, x.uid, g[i-1].uid)
+			t.Errorf("%s: publication %d has uid %v after %v", who, i, x.uid, g[i-1].uid)
+			return
 		}
 	}
 }
