@@ -51,7 +51,9 @@ func lobbyFeeds(t *testing.T, frames []*protocol.Message, room string) []chatFee
 // each: posts made concurrently from clients on different processes reach
 // every client once, in one uid order; the members ask on one process
 // counts the subscribers of all three; an admin's announce reaches every
-// client on every process as BROADCAST.
+// client on every process as BROADCAST. Then one process crashes
+// (SIGKILL): its members vanish from the count when its lease ends, and
+// the others go on posting and receiving.
 func TestChatProcesses(t *testing.T) {
 	testutil.CheckLeaks(t)
 	const (
@@ -218,6 +220,33 @@ func TestChatProcesses(t *testing.T) {
 		}
 		if err := json.Unmarshal(b.Msg, &body); b.Topic != "announcement" || err != nil || body.Text != announced {
 			t.Errorf("%s: BROADCAST %q %s, want announcement {\"text\":%q}", m.c.name, b.Topic, b.Msg, announced)
+		}
+	}
+
+	// Crash: the last process dies without a word. Its sockets' presence
+	// lives under its lease; the count on the others drops once the lease
+	// ends (the chat uses the scaler's default lease, 10 s).
+	ps[procs-1].kill()
+	alive := ms[:total-perProc]
+	testutil.WaitFor(t, wait, func() bool {
+		r := asker.ask(t, "members", map[string]string{"room": room})
+		if r.Err != nil {
+			t.Fatalf("members: %+v", r.Err)
+		}
+		if err := json.Unmarshal(r.Msg, &count); err != nil {
+			t.Fatalf("members answered %s: %v", r.Msg, err)
+		}
+		return count == len(alive)
+	}, fmt.Sprintf("members of %s to drop to the %d sockets of the live processes", room, len(alive)))
+	ms[perProc].c.send(t, fmt.Sprintf(`{"sys":6,"topic":"post","msg":{"room":%q,"text":"after the crash"}}`, room))
+	for _, m := range alive {
+		m.c.waitUntil(t, "the post after the crash", func(fs []*protocol.Message) bool {
+			f := lobbyFeeds(t, fs, room)
+			return len(f) > 0 && f[len(f)-1].text == "after the crash"
+		})
+		f := lobbyFeeds(t, m.c.snapshot(), room)
+		if last := f[len(f)-1].uid; len(f) != want+2 || last.Seq != m.start.Seq+uint64(want)+2 {
+			t.Errorf("%s: after the crash, %d FEEDs ending at %v; want %d ending at seq %d", m.c.name, len(f), last, want+2, m.start.Seq+uint64(want)+2)
 		}
 	}
 }

@@ -92,7 +92,7 @@ type chatProc struct {
 	logPath string
 	exited  chan struct{}
 	waitErr error // valid once exited is closed
-	termed  bool  // stop sent SIGTERM
+	killed  bool  // crashed on purpose by kill
 }
 
 func (p *chatProc) httpURL() string { return "http://" + p.addr + "/" }
@@ -119,7 +119,6 @@ func (p *chatProc) stop() error {
 	pgid := p.cmd.Process.Pid
 	var err error
 	if p.alive() {
-		p.termed = true
 		_ = syscall.Kill(-pgid, syscall.SIGTERM)
 		select {
 		case <-p.exited:
@@ -131,11 +130,18 @@ func (p *chatProc) stop() error {
 			_ = syscall.Kill(-pgid, syscall.SIGKILL)
 			<-p.exited
 		}
-	} else if p.waitErr != nil {
+	} else if p.waitErr != nil && !p.killed {
 		err = fmt.Errorf("%s had exited by itself: %v", p.name, p.waitErr)
 	}
 	_ = syscall.Kill(-pgid, syscall.SIGKILL) // anything left in its group
 	return err
+}
+
+// kill crashes the process (SIGKILL to its group) and waits for it.
+func (p *chatProc) kill() {
+	p.killed = true
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	<-p.exited
 }
 
 // startChat starts bin on a free port with env added to the environment,
