@@ -2,11 +2,14 @@ package clustertest
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/gorilla/websocket"
 
 	"github.com/sss-go/sss/internal/testutil"
 	"github.com/sss-go/sss/protocol"
@@ -73,10 +76,11 @@ func TestChatProcesses(t *testing.T) {
 	}
 
 	type member struct {
-		c     *rawClient
-		user  string
-		proc  int
-		start protocol.UID
+		c       *rawClient
+		user    string
+		proc    int
+		start   protocol.UID // lobby position at SUBSCRIBE
+		userPos string       // user channel position at BEGIN
 	}
 	var ms []member
 	for i, p := range ps {
@@ -92,7 +96,7 @@ func TestChatProcesses(t *testing.T) {
 			if begin.Prot == nil {
 				t.Fatalf("%s: BEGIN reply without prot", c.name)
 			}
-			ms = append(ms, member{c: c, user: user, proc: i, start: c.subscribe(t, room)})
+			ms = append(ms, member{c: c, user: user, proc: i, start: c.subscribe(t, room), userPos: begin.LastUID})
 		}
 	}
 	total := len(ms)
@@ -223,11 +227,40 @@ func TestChatProcesses(t *testing.T) {
 		}
 	}
 
+	// dm from a user on one process to a user on another: a FEED on the
+	// receiver's user channel, right after its BEGIN position.
+	from, to := ms[0], ms[perProc+1]
+	from.c.send(t, fmt.Sprintf(`{"sys":6,"topic":"dm","msg":{"to":%q,"text":"psst"}}`, to.user))
+	dm := to.c.waitFrame(t, "the dm", func(f *protocol.Message) bool { return f.Sys == protocol.SysFeed && f.Topic == "dm" })
+	var dmBody struct {
+		Text string `json:"text"`
+		From string `json:"from"`
+	}
+	if err := json.Unmarshal(dm.Msg, &dmBody); err != nil || dmBody.Text != "psst" || dmBody.From != from.user ||
+		dm.Channel != protocol.UserChannel(to.user) || !uidAfter(dm.UID, to.userPos) {
+		t.Errorf("%s: dm FEED %s on %s at %s (user channel at %s), want {psst from %s} on %s right after", to.c.name, dm.Msg, dm.Channel, dm.UID, to.userPos, from.user, protocol.UserChannel(to.user))
+	}
+
+	// kick by admin on one process boots the user's socket on another:
+	// BOOT with the reason, then close 4001.
+	kicked := ms[total-1]
+	if r := admin.ask(t, "kick", map[string]string{"user": kicked.user, "reason": "bye"}); r.Err != nil || strings.TrimSpace(string(r.Msg)) != "true" {
+		t.Fatalf("kick by admin answered %s %+v, want true", r.Msg, r.Err)
+	}
+	boot := kicked.c.waitFrame(t, "BOOT", func(f *protocol.Message) bool { return f.Sys == protocol.SysBoot })
+	if boot.Reason != "bye" {
+		t.Errorf("%s: BOOT reason %q, want bye", kicked.c.name, boot.Reason)
+	}
+	var ce *websocket.CloseError
+	if err := kicked.c.closeErr(t); !errors.As(err, &ce) || ce.Code != protocol.CloseBooted || ce.Text != "bye" {
+		t.Errorf("%s: connection ended with %v, want close %d bye", kicked.c.name, err, protocol.CloseBooted)
+	}
+
 	// Crash: the last process dies without a word. Its sockets' presence
 	// lives under its lease; the count on the others drops once the lease
 	// ends (the chat uses the scaler's default lease, 10 s).
 	ps[procs-1].kill()
-	alive := ms[:total-perProc]
+	alive := ms[:total-perProc] // the kicked socket was on the crashed process too
 	testutil.WaitFor(t, wait, func() bool {
 		r := asker.ask(t, "members", map[string]string{"room": room})
 		if r.Err != nil {
@@ -249,6 +282,38 @@ func TestChatProcesses(t *testing.T) {
 			t.Errorf("%s: after the crash, %d FEEDs ending at %v; want %d ending at seq %d", m.c.name, len(f), last, want+2, m.start.Seq+uint64(want)+2)
 		}
 	}
+
+	// A client of the crashed process reconnects to another one and
+	// recovers by SYNC (no BEGIN): its user channel is granted again and
+	// the post it missed comes in records.
+	gone := ms[total-perProc]
+	gf := lobbyFeeds(t, gone.c.snapshot(), room)
+	lastSeen := gf[len(gf)-1].uid
+	rc := connectRaw(t, "chat0/"+gone.user+"-resync", ps[0].wsURL(), gone.user)
+	rc.send(t, fmt.Sprintf(`{"sys":4,"subscriptions":[{"channel":%q,"lastUid":%q,"query":null},{"channel":%q,"lastUid":%q,"query":null}]}`,
+		protocol.UserChannel(gone.user), gone.userPos, room, lastSeen.String()))
+	sr := rc.waitFrame(t, "SYNC reply", func(f *protocol.Message) bool { return f.Sys == protocol.SysSync })
+	if !sr.SyncResult[room] || !sr.SyncResult[protocol.UserChannel(gone.user)] || len(sr.SyncResult) != 2 {
+		t.Errorf("%s: SYNC result %v errors %v, want both channels true", rc.name, sr.SyncResult, sr.SyncErrors)
+	}
+	if len(sr.Records) != 1 || sr.Records[0].Channel != room || sr.Records[0].UID != lastSeen.Next().String() {
+		t.Errorf("%s: SYNC records %+v, want the one post after %v", rc.name, sr.Records, lastSeen)
+	} else if !strings.Contains(string(sr.Records[0].Msg), "after the crash") {
+		t.Errorf("%s: SYNC record %s, want the post made after the crash", rc.name, sr.Records[0].Msg)
+	}
+	ms[0].c.send(t, fmt.Sprintf(`{"sys":6,"topic":"post","msg":{"room":%q,"text":"after the resync"}}`, room))
+	live := rc.waitFrame(t, "a live FEED after the SYNC", func(f *protocol.Message) bool { return f.Sys == protocol.SysFeed && f.Channel == room })
+	if live.UID != lastSeen.Next().Next().String() || !strings.Contains(string(live.Msg), "after the resync") {
+		t.Errorf("%s: first live FEED %s at %s, want the next post at %v", rc.name, live.Msg, live.UID, lastSeen.Next().Next())
+	}
+}
+
+// uidAfter reports whether uid is the publication right after position
+// pos (same epoch, next seq).
+func uidAfter(uid, pos string) bool {
+	u, err1 := protocol.ParseUID(uid)
+	p, err2 := protocol.ParseUID(pos)
+	return err1 == nil && err2 == nil && u == p.Next()
 }
 
 // parsePost reads "p<poster>-<n>".

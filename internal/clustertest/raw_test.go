@@ -34,6 +34,16 @@ type rawClient struct {
 // closed when the test ends.
 func dialRaw(t *testing.T, name, wsURL, user string) (*rawClient, *protocol.Message) {
 	t.Helper()
+	c := connectRaw(t, name, wsURL, user)
+	c.send(t, `{"sys":3}`)
+	begin := c.waitFrame(t, "BEGIN reply", func(m *protocol.Message) bool { return m.Sys == protocol.SysBegin })
+	return c, begin
+}
+
+// connectRaw connects like dialRaw but sends nothing: a reconnecting
+// client's first frame is SYNC.
+func connectRaw(t *testing.T, name, wsURL, user string) *rawClient {
+	t.Helper()
 	u := wsURL
 	if user != "" {
 		u += "?user=" + url.QueryEscape(user)
@@ -47,9 +57,20 @@ func dialRaw(t *testing.T, name, wsURL, user string) (*rawClient, *protocol.Mess
 	c := &rawClient{name: name, ws: ws, notify: make(chan struct{}, 1), done: make(chan struct{})}
 	go c.read()
 	t.Cleanup(c.close)
-	c.send(t, `{"sys":3}`)
-	begin := c.waitFrame(t, "BEGIN reply", func(m *protocol.Message) bool { return m.Sys == protocol.SysBegin })
-	return c, begin
+	return c
+}
+
+// closeErr waits until the server ends the connection and returns why.
+func (c *rawClient) closeErr(t *testing.T) error {
+	t.Helper()
+	select {
+	case <-c.done:
+	case <-time.After(wait):
+		t.Fatalf("%s: connection still open after %v", c.name, wait)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.readErr
 }
 
 func (c *rawClient) read() {
