@@ -21,21 +21,38 @@ import (
 // message everywhere, matching the uids Publish returned), each
 // publisher's messages in the order it published them. The same holds
 // when one instance misses a relayed publication (filled from MongoDB)
-// and another gets one late.
+// and another gets one late, and when Redis is down for a while
+// mid-stream (publishing goes on into MongoDB) and comes back empty.
 func TestThreeServersInProcess(t *testing.T) {
 	for _, tc := range []struct {
-		name   string
-		faults bool
+		name  string
+		fault fault
 	}{
-		{"clean relay", false},
-		{"relay drops and delays", true},
+		{"clean relay", noFault},
+		{"relay drops and delays", relayFaults},
+		{"redis down mid-stream", redisDown},
 	} {
-		t.Run(tc.name, func(t *testing.T) { testThreeServers(t, tc.faults) })
+		t.Run(tc.name, func(t *testing.T) {
+			testutil.CheckLeaks(t)
+			cl := newCluster(t)
+			if tc.fault == redisDown && !cl.redis.CanRestart() {
+				t.Skip("SSS_TEST_REDIS_URL: the shared Redis cannot be restarted")
+			}
+			testThreeServers(t, cl, tc.fault)
+		})
 	}
 }
 
-func testThreeServers(t *testing.T, faults bool) {
-	testutil.CheckLeaks(t)
+// fault is what goes wrong while the publishers publish.
+type fault int
+
+const (
+	noFault     fault = iota
+	relayFaults       // one instance misses a relayed publication, another gets one late
+	redisDown         // Redis stops mid-stream, publishing goes on, then it starts again, empty
+)
+
+func testThreeServers(t *testing.T, cl *cluster, faults fault) {
 	const (
 		servers   = 3
 		perServer = 2 // subscribers
@@ -43,7 +60,6 @@ func testThreeServers(t *testing.T, faults bool) {
 		total     = servers * per
 		channel   = "room"
 	)
-	cl := newCluster(t)
 	var ins []*instance
 	gapsFilled := make([]atomic.Int64, servers)
 	for i := range servers {
@@ -90,6 +106,12 @@ func testThreeServers(t *testing.T, faults bool) {
 	published := make([]map[numbered]protocol.UID, servers)
 	errc := make(chan error, servers)
 	release := make(chan struct{})
+	paused := make(chan struct{}, servers) // redisDown: one per publisher
+	resume := make(chan struct{})
+	var resumeOnce sync.Once
+	resumeAll := func() { resumeOnce.Do(func() { close(resume) }) }
+	defer resumeAll()     // never leave a publisher waiting
+	var done atomic.Int64 // publications Publish returned for
 	var wg sync.WaitGroup
 	for p, in := range ins {
 		published[p] = make(map[numbered]protocol.UID, per)
@@ -105,10 +127,15 @@ func testThreeServers(t *testing.T, faults bool) {
 					return
 				}
 				published[p][m] = uid
+				done.Add(1)
+				if faults == redisDown && n == per/3 {
+					paused <- struct{}{}
+					<-resume
+				}
 			}
 		}()
 	}
-	if faults {
+	if faults == relayFaults {
 		// server1 misses the first relayed publication (it must read it
 		// from MongoDB before delivering the next); server2 gets it late
 		// (it must hold the later ones back meanwhile).
@@ -116,6 +143,21 @@ func testThreeServers(t *testing.T, faults bool) {
 		ins[2].sc.DelayNextRelay(channel, 300*time.Millisecond)
 	}
 	close(release)
+	if faults == redisDown {
+		// Each publisher stops at a third; Redis stops; they go on
+		// until another third is durable; Redis starts again, empty.
+		for range servers {
+			select {
+			case <-paused:
+			case <-time.After(wait):
+				t.Fatalf("publishers not at a third after %v", wait)
+			}
+		}
+		cl.redis.Stop()
+		resumeAll()
+		testutil.WaitFor(t, wait, func() bool { return done.Load() >= 2*total/3 }, "two thirds published while Redis is down")
+		cl.redis.Start()
+	}
 	wg.Wait()
 	close(errc)
 	for err := range errc {
@@ -181,7 +223,7 @@ func testThreeServers(t *testing.T, faults bool) {
 			t.Errorf("%s: client stats %+v, want %d feeds and no duplicate, reconnection or loss", s.name, st, total+1)
 		}
 	}
-	if faults && gapsFilled[1].Load() < 1 {
+	if faults == relayFaults && gapsFilled[1].Load() < 1 {
 		t.Errorf("server1 reported no gap filled from the log after a dropped relay message")
 	}
 }

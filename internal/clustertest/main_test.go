@@ -47,6 +47,7 @@ var prefixSeq atomic.Int64
 // cluster is one namespace (database and key prefix) on a redis-server
 // and a MongoDB shared by the instances of one test.
 type cluster struct {
+	redis    *testutil.Redis
 	redisURL string
 	mongoURI string
 	db       string
@@ -60,6 +61,7 @@ func newCluster(t *testing.T) *cluster {
 	rd := testutil.StartRedis(t)
 	mg := testutil.SharedMongo(t)
 	return &cluster{
+		redis:    rd,
 		redisURL: rd.URL,
 		mongoURI: mg.URI,
 		db:       testutil.DBName(t),
