@@ -58,8 +58,13 @@ type cluster struct {
 // program shared by the test binary, with a database of the test's own.
 func newCluster(t *testing.T) *cluster {
 	t.Helper()
+	return newClusterOn(t, testutil.SharedMongo(t))
+}
+
+// newClusterOn is newCluster on the given MongoDB.
+func newClusterOn(t *testing.T, mg *testutil.Mongo) *cluster {
+	t.Helper()
 	rd := testutil.StartRedis(t)
-	mg := testutil.SharedMongo(t)
 	return &cluster{
 		redis:    rd,
 		redisURL: rd.URL,
