@@ -120,6 +120,19 @@ func TestChatProcesses(t *testing.T) {
 		return count == total
 	}, fmt.Sprintf("members of %s on %s to count all %d subscribers", room, asker.name, total))
 
+	// Presence: the first subscriber hears every later one join, on
+	// whichever process it is.
+	first := ms[0]
+	first.c.waitUntil(t, "join events of every later subscriber", func(fs []*protocol.Message) bool {
+		joined := presenceUsers(t, fs, room, "join")
+		for _, m := range ms[1:] {
+			if !joined[m.user] {
+				return false
+			}
+		}
+		return true
+	})
+
 	// One poster per process, all at once, on sockets of their own
 	// subscribed clients.
 	release := make(chan struct{})
@@ -256,6 +269,12 @@ func TestChatProcesses(t *testing.T) {
 		t.Errorf("%s: connection ended with %v, want close %d bye", kicked.c.name, err, protocol.CloseBooted)
 	}
 
+	// ... and its leaving the lobby reaches the others as a presence
+	// leave.
+	first.c.waitUntil(t, "the kicked user's leave event", func(fs []*protocol.Message) bool {
+		return presenceUsers(t, fs, room, "leave")[kicked.user]
+	})
+
 	// Crash: the last process dies without a word. Its sockets' presence
 	// lives under its lease; the count on the others drops once the lease
 	// ends (the chat uses the scaler's default lease, 10 s).
@@ -306,6 +325,32 @@ func TestChatProcesses(t *testing.T) {
 	if live.UID != lastSeen.Next().Next().String() || !strings.Contains(string(live.Msg), "after the resync") {
 		t.Errorf("%s: first live FEED %s at %s, want the next post at %v", rc.name, live.Msg, live.UID, lastSeen.Next().Next())
 	}
+}
+
+// presenceUsers returns the users of the "_presence" tells of room for
+// event ("join" or "leave") among frames.
+func presenceUsers(t *testing.T, frames []*protocol.Message, room, event string) map[string]bool {
+	t.Helper()
+	out := map[string]bool{}
+	for _, f := range frames {
+		if f.Sys != protocol.SysTell || f.Topic != protocol.PresenceTopic {
+			continue
+		}
+		var e struct {
+			Channel string `json:"channel"`
+			Event   string `json:"event"`
+			Member  struct {
+				User string `json:"user"`
+			} `json:"member"`
+		}
+		if err := json.Unmarshal(f.Msg, &e); err != nil {
+			t.Fatalf("presence tell %s: %v", f.Msg, err)
+		}
+		if e.Channel == room && e.Event == event {
+			out[e.Member.User] = true
+		}
+	}
+	return out
 }
 
 // uidAfter reports whether uid is the publication right after position
