@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/gorilla/websocket"
 
@@ -324,6 +325,20 @@ func TestChatProcesses(t *testing.T) {
 	live := rc.waitFrame(t, "a live FEED after the SYNC", func(f *protocol.Message) bool { return f.Sys == protocol.SysFeed && f.Channel == room })
 	if live.UID != lastSeen.Next().Next().String() || !strings.Contains(string(live.Msg), "after the resync") {
 		t.Errorf("%s: first live FEED %s at %s, want the next post at %v", rc.name, live.Msg, live.UID, lastSeen.Next().Next())
+	}
+
+	// SIGTERM: a graceful shutdown closes the sockets with 1001 or 1012
+	// (so clients reconnect elsewhere), then the process exits 0.
+	termAt := time.Now()
+	if err := ps[1].stop(); err != nil {
+		t.Errorf("%v\n--- log ---\n%s", err, ps[1].logTail())
+	}
+	t.Logf("%s exited %v after SIGTERM with %d sockets", ps[1].name, time.Since(termAt).Round(time.Millisecond), perProc)
+	for _, m := range ms[perProc : 2*perProc] {
+		err := m.c.closeErr(t)
+		if !errors.As(err, &ce) || (ce.Code != websocket.CloseGoingAway && ce.Code != websocket.CloseServiceRestart) {
+			t.Errorf("%s: connection ended with %v on SIGTERM, want close 1001 or 1012", m.c.name, err)
+		}
 	}
 }
 
