@@ -506,6 +506,7 @@ func TestE2EUpdateSub(t *testing.T) {
 func TestE2EBroadcast(t *testing.T) {
 	a := startE2E(t, nil, e2eOptions())
 	c1 := a.dial(t, "")
+	c1.expectOpen() // registered (a broadcast racing the upgrade is TestE2EBootRightAfterUpgrade)
 	c2 := a.dial(t, "user=alice")
 	c2.begin()
 	c2.subscribe("somewhere")
