@@ -219,11 +219,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if sess == nil {
 		sess = &Session{}
 	}
-	ws, err := s.up.Upgrade(w, r, nil)
-	if err != nil {
-		return // the upgrader answered
-	}
 	if refusal != nil {
+		ws, err := s.up.Upgrade(w, r, nil)
+		if err != nil {
+			return // the upgrader answered
+		}
 		reason := "refused"
 		var pe *protocol.Error
 		if errors.As(refusal, &pe) && pe.Message != "" {
@@ -235,8 +235,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !s.work.add(false) {
-		// Shutdown began during the upgrade.
-		s.closeRaw(ws, s.opts.ShutdownCloseCode, "server shutting down")
+		http.Error(w, "server shutting down", http.StatusServiceUnavailable)
 		return
 	}
 	sock := &Socket{
@@ -247,15 +246,39 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		values:    sess.Values,
 		info:      sess.Info,
 		req:       r,
-		ws:        ws,
-		nc:        ws.NetConn(),
 		compress:  s.opts.EnableCompression,
 		connGone:  make(chan struct{}),
+		// No writer may start before the connection exists: frames
+		// queued meanwhile (a boot, a tell, a broadcast) wait for it.
+		writing: true,
 	}
 	if sock.sessionID == "" {
 		sock.sessionID = uuid.NewString()
 	}
 	sock.ctx, sock.cancel = context.WithCancel(context.Background())
+	// Register before the 101 goes out, so that a boot, tell or
+	// broadcast sent right after the client saw its upgrade succeed
+	// reaches this socket.
+	s.addSocket(sock)
+	ws, err := s.up.Upgrade(w, r, nil)
+	if err != nil {
+		// The upgrader answered with an HTTP error.
+		sock.cancel()
+		s.removeSocket(sock)
+		s.work.done()
+		return
+	}
+	sock.mu.Lock()
+	sock.ws, sock.nc = ws, ws.NetConn()
+	sock.writing = false
+	if sock.connClosed {
+		// Shutdown cut the socket short during the upgrade.
+		sock.dead = true
+		_ = sock.nc.Close()
+	} else if len(sock.q) > 0 || sock.closing {
+		sock.kickLocked()
+	}
+	sock.mu.Unlock()
 	if sock.compress {
 		ws.EnableWriteCompression(true)
 	}
@@ -275,7 +298,6 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return nil
 	})
 	ws.SetPongHandler(func(string) error { return nil })
-	s.addSocket(sock)
 	sock.startHeartbeats()
 	if s.opts.OnOpen != nil {
 		s.opts.OnOpen(sock)

@@ -47,6 +47,7 @@ type Socket struct {
 	pong        []byte
 	closing     bool // a close frame is queued (or the socket is gone)
 	dead        bool // the connection is closed
+	connClosed  bool // closeConn ran (possibly before the upgrade finished)
 	closeCode   int
 	closeReason string
 	holds       map[string]*hold
@@ -131,7 +132,13 @@ func (s *Socket) subscribed(channel string) bool {
 // closeConn closes the TCP connection once.
 func (s *Socket) closeConn() {
 	s.closeOnce.Do(func() {
-		_ = s.nc.Close()
+		s.mu.Lock()
+		nc := s.nc
+		s.connClosed = true // an upgrade still under way closes it at once
+		s.mu.Unlock()
+		if nc != nil {
+			_ = nc.Close()
+		}
 		close(s.connGone)
 	})
 }
