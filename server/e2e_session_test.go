@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -408,3 +409,39 @@ func TestE2EUserIDEscaping(t *testing.T) {
 
 // e2eQueryUser is the query string naming user.
 func e2eQueryUser(user string) string { return url.Values{"user": {user}}.Encode() }
+
+// TestE2EBootRightAfterUpgrade: BootUser boots every socket of the user
+// (SERVER-API.md), including one whose upgrade has just completed. The
+// server answers the upgrade before it registers the socket, so a boot (or
+// a broadcast, a tell) arriving in between misses it and the booted user
+// stays connected.
+func TestE2EBootRightAfterUpgrade(t *testing.T) {
+	const n = 200
+	o := e2eOptions()
+	o.BootGrace = 100 * time.Millisecond
+	a := startE2E(t, nil, o)
+	conns := make([]*e2eConn, n)
+	for i := range conns {
+		user := fmt.Sprintf("u%d", i)
+		conns[i] = a.dial(t, "user="+user)
+		if err := a.srv.BootUser(e2eCtx(t), user, "kicked"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second) // every BOOT is due by then
+	var missed []int
+	for i, c := range conns {
+		f, ok := c.nextFrame(time.Until(deadline))
+		if ok && string(f.data) == `{"sys":9,"reason":"kicked"}` {
+			continue
+		}
+		if !ok && c.closeCode == 4001 {
+			continue
+		}
+		missed = append(missed, i)
+		deadline = time.Now().Add(100 * time.Millisecond) // the rest are late already
+	}
+	if len(missed) > 0 {
+		t.Fatalf("%d of %d sockets booted right after their upgrade got no BOOT (e.g. socket %d)", len(missed), n, missed[0])
+	}
+}
