@@ -506,6 +506,15 @@ func marshalMsg(v any) (json.RawMessage, error) {
 		if m == nil {
 			return nullJSON, nil
 		}
+		if bytes.ContainsAny(m, " \t\r\n") {
+			// Frames are compact JSON (PROTOCOL.md): compact once
+			// here, never per subscriber. Compact validates too.
+			var buf bytes.Buffer
+			if err := json.Compact(&buf, m); err != nil {
+				return nil, fmt.Errorf("%w: %v", ErrBadMessage, err)
+			}
+			return buf.Bytes(), nil
+		}
 		if !json.Valid(m) {
 			return nil, ErrBadMessage
 		}
