@@ -495,10 +495,13 @@ func (c *Client) finish(s Status, err error, bootReason string) {
 // Close closes the connection on purpose: it sends close 4000, waits (at
 // most Options.CloseTimeout) for the server to echo it and end the
 // connection, and stops reconnecting. Requests waiting fail with
-// ErrConnectionLost or ErrClosed. Callbacks already queued still run; Done
-// tells when they have. Close is idempotent and may be called from a
-// callback.
+// ErrConnectionLost or ErrClosed. Callbacks already queued still run, and
+// Close waits for them (at most Options.CloseTimeout more), so no goroutine
+// of the client is left when it returns. Close is idempotent and may be
+// called from a callback; it then returns without waiting for the callbacks
+// (the caller is one), and Done tells when they have run.
 func (c *Client) Close() error {
+	defer c.waitCallbacks()
 	c.mu.Lock()
 	if c.closing {
 		c.mu.Unlock()
@@ -523,4 +526,20 @@ func (c *Client) Close() error {
 		<-c.runDone
 	}
 	return nil
+}
+
+// waitCallbacks waits, bounded by Options.CloseTimeout, until the callback
+// goroutine has run what was queued and exited; it returns at once when
+// called from that goroutine (Close inside a callback).
+func (c *Client) waitCallbacks() {
+	if c.disp.onDispatcher() {
+		return
+	}
+	t := time.NewTimer(c.opts.CloseTimeout)
+	defer t.Stop()
+	select {
+	case <-c.disp.done:
+	case <-t.C:
+		c.log.Warn("sss/client: a callback is still running after Close")
+	}
 }

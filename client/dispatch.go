@@ -1,8 +1,12 @@
 package client
 
 import (
+	"bytes"
 	"log/slog"
+	"runtime"
+	"strconv"
 	"sync"
+	"sync/atomic"
 )
 
 // dispatcher runs the application's callbacks one at a time, in the order
@@ -19,6 +23,7 @@ type dispatcher struct {
 	closing bool
 	wake    chan struct{}
 	done    chan struct{}
+	gid     atomic.Uint64 // id of the goroutine running callbacks
 }
 
 func newDispatcher(log *slog.Logger) *dispatcher {
@@ -55,6 +60,7 @@ func (d *dispatcher) close() {
 
 func (d *dispatcher) run() {
 	defer close(d.done)
+	d.gid.Store(goroutineID())
 	for {
 		d.mu.Lock()
 		q := d.q
@@ -83,4 +89,29 @@ func (d *dispatcher) call(fn func()) {
 		}
 	}()
 	fn()
+}
+
+// onDispatcher reports whether the caller runs on the dispatcher's
+// goroutine, i.e. inside a callback.
+func (d *dispatcher) onDispatcher() bool {
+	id := d.gid.Load()
+	return id != 0 && id == goroutineID()
+}
+
+// goroutineID returns the calling goroutine's id, read from the first line
+// of its stack trace ("goroutine 18 [running]:"); 0 if unreadable. Used
+// only by Close, to tell a call from inside a callback (which must not wait
+// for the callbacks to end) from any other.
+func goroutineID() uint64 {
+	var buf [64]byte
+	b := buf[:runtime.Stack(buf[:], false)]
+	b = bytes.TrimPrefix(b, []byte("goroutine "))
+	if i := bytes.IndexByte(b, ' '); i > 0 {
+		b = b[:i]
+	}
+	id, err := strconv.ParseUint(string(b), 10, 64)
+	if err != nil {
+		return 0
+	}
+	return id
 }

@@ -640,3 +640,65 @@ func TestDialOptions(t *testing.T) {
 		}
 	})
 }
+
+// TestCloseWaitsForCallbacks: Close returns only once the callback
+// goroutine is gone (no goroutine of the client left), except when called
+// from a callback, where waiting would deadlock.
+func TestCloseWaitsForCallbacks(t *testing.T) {
+	testutil.CheckLeaks(t)
+	s := startServer(t, nil, serverOpts())
+
+	t.Run("from outside", func(t *testing.T) {
+		started, release := make(chan struct{}), make(chan struct{})
+		var releaseOnce sync.Once
+		unblock := func() { releaseOnce.Do(func() { close(release) }) }
+		co := clientOpts()
+		co.Setup = func(c *client.Client) {
+			c.OnTell("block", func(json.RawMessage) {
+				close(started)
+				<-release
+			})
+		}
+		c := dial(t, s.url("user=waiter"), co)
+		t.Cleanup(unblock) // runs before dial's cleanup: a failed check must not leave the callback blocked
+		if err := s.srv.TellUser(ctxT(t), "waiter", "block", nil); err != nil {
+			t.Fatal(err)
+		}
+		recv(t, started, "callback start")
+		closed := make(chan struct{})
+		go func() { _ = c.Close(); close(closed) }()
+		select {
+		case <-closed:
+			t.Fatal("Close returned while a callback was still running")
+		case <-c.Done():
+			t.Fatal("Done closed while a callback was still running")
+		case <-time.After(100 * time.Millisecond): // a bound on a non-event
+		}
+		unblock()
+		recv(t, closed, "Close to return")
+		select {
+		case <-c.Done():
+		default:
+			t.Fatal("Close returned before the callback goroutine ended")
+		}
+	})
+
+	t.Run("from a callback", func(t *testing.T) {
+		closedIn := make(chan struct{})
+		co := clientOpts()
+		var cl *client.Client
+		co.Setup = func(c *client.Client) {
+			cl = c
+			c.OnTell("close", func(json.RawMessage) {
+				_ = cl.Close()
+				close(closedIn)
+			})
+		}
+		c := dial(t, s.url("user=closer"), co)
+		if err := s.srv.TellUser(ctxT(t), "closer", "close", nil); err != nil {
+			t.Fatal(err)
+		}
+		recv(t, closedIn, "Close inside a callback to return")
+		recv(t, c.Done(), "Done")
+	})
+}
