@@ -18,8 +18,16 @@ var (
 	// bug or a backend that lost data). errors.Is(ErrFuture,
 	// ErrNotRecoverable) is true.
 	ErrFuture = &notRecoverable{"sss/scaler: uid beyond the channel's position"}
-	// ErrUnavailable: the backend cannot answer now; retry later.
+	// ErrUnavailable: the backend cannot answer now; retry later. From
+	// Publish it means the publication was not stored.
 	ErrUnavailable = errors.New("sss/scaler: backend unavailable")
+	// ErrUncertain: Publish could not learn whether the publication was
+	// stored (the write was sent, then the context ended or the
+	// connection failed before the answer). It may yet appear in the
+	// channel, once. Retry with the same idempotency key: a retry returns
+	// the stored uid if the first attempt landed, and stores it once if
+	// not. It does not match ErrUnavailable.
+	ErrUncertain = errors.New("sss/scaler: publish outcome uncertain")
 	// ErrClosed: the scaler was closed.
 	ErrClosed = errors.New("sss/scaler: closed")
 	// ErrStarted: Start was called twice.
