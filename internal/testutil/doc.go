@@ -1,7 +1,8 @@
 // Package testutil starts the real services the sss tests run against and
 // checks that tests leave nothing behind.
 //
-// It offers:
+// It wraps package internal/services (which starts the same services for
+// programs that are not tests) and offers:
 //
 //   - FreePort and WaitFor (poll with a deadline for state a test does not
 //     control);

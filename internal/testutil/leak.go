@@ -104,8 +104,8 @@ var ignoredFuncs = []string{
 	"os/signal.loop",
 	"runtime.ensureSigM",
 	"runtime.ReadTrace",
-	"internal/testutil.spawnLoop(",
-	"internal/testutil.(*proc).wait(", // services are stopped by cleanups or VerifyNoLeaks
+	"internal/services.spawnLoop(",
+	"internal/services.(*Process).wait(", // services are stopped by cleanups or VerifyNoLeaks
 }
 
 func ignored(stack string) bool {
