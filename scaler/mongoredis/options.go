@@ -67,8 +67,10 @@ type Options struct {
 	// InstanceID names this instance; default a random id.
 	InstanceID string
 	// LeaseTTL is the life of the instance's lease; presence and user
-	// entries of an instance whose lease ended are ignored. It is renewed
-	// every LeaseTTL/3. Default 10s.
+	// entries of an instance whose lease ended are ignored, and expire
+	// from Redis within LeaseTTL of its last renewal. It is renewed every
+	// LeaseTTL/3; each renewal also writes again any presence or user
+	// change whose Redis write had failed. Default 10s.
 	LeaseTTL time.Duration
 	// ProbeInterval is how often the instance sends itself a probe over
 	// the relay. Default 1s.

@@ -69,9 +69,8 @@ type Scaler struct {
 	probeOK   atomic.Int64 // unix nanos of the last probe back
 
 	stateMu    sync.Mutex
-	leaseToken string
-	presence   map[string]map[string]scaler.Member
-	users      map[string]int
+	leaseToken string // the lease is "<id>:<token>", see lease.go
+	held       held   // presence and users held under the lease
 	leaseOK    atomic.Bool
 	paused     atomic.Bool
 	resume     chan struct{}
@@ -117,8 +116,7 @@ func New(ctx context.Context, opts Options) (*Scaler, error) {
 		waiters:    make(map[string][]chan struct{}),
 		subSignal:  make(chan struct{}, 1),
 		leaseToken: newID(),
-		presence:   make(map[string]map[string]scaler.Member),
-		users:      make(map[string]int),
+		held:       newHeld(),
 		resume:     make(chan struct{}, 1),
 		drop:       make(map[string]bool),
 		delay:      make(map[string]time.Duration),

@@ -2,7 +2,9 @@
 // subscribes to a channel, prints "READY <position>", waits for a line on
 // stdin, publishes from several goroutines, and once it has received the
 // expected number of publications prints each as
-// "P <seq> <proc> <publisher> <n>", then "DONE", and exits.
+// "P <seq> <proc> <publisher> <n>", then "DONE", and exits. With
+// -hold-members or -hold-users it runs the presence mode instead (see
+// runHold).
 package main
 
 import (
@@ -39,8 +41,18 @@ func main() {
 		count      = flag.Int("count", 20, "publications per goroutine")
 		total      = flag.Int("total", 0, "publications to receive before exiting")
 		timeout    = flag.Duration("timeout", 2*time.Minute, "give up after")
+		holdM      = flag.Int("hold-members", 0, "presence mode: members to join")
+		holdU      = flag.Int("hold-users", 0, "presence mode: users to register")
+		lease      = flag.Duration("lease", 0, "presence mode: LeaseTTL")
 	)
 	flag.Parse()
+	if *holdM > 0 || *holdU > 0 {
+		if err := runHold(*mongoURI, *redisURL, *db, *prefix, *holdM, *holdU, *lease, *timeout); err != nil {
+			fmt.Println("ERR", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(*mongoURI, *redisURL, *db, *prefix, *channel, *name, *publishers, *count, *total, *timeout); err != nil {
 		fmt.Println("ERR", err)
 		os.Exit(1)
