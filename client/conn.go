@@ -71,9 +71,7 @@ func (cn *conn) writeLocked(b []byte) error {
 // sendClose sends a close frame and gives the server closeTimeout to echo
 // it and end the connection.
 func (cn *conn) sendClose(code int, reason string) {
-	if len(reason) > protocol.MaxReasonLen {
-		reason = reason[:protocol.MaxReasonLen]
-	}
+	reason = protocol.TruncateReason(reason) // cut on a rune boundary: the frame must stay UTF-8
 	cn.closeSent.Store(true)
 	now := time.Now()
 	if err := cn.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), now.Add(cn.writeTimeout)); err != nil {

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
 
@@ -447,4 +448,21 @@ func TestBadServerFrames(t *testing.T) {
 	if c.Status() != StatusReady {
 		t.Errorf("status %v", c.Status())
 	}
+}
+
+// TestBootLongReasonCutOnRune: the client echoes a BOOT's reason in its
+// close frame cut to 123 bytes on a rune boundary, so the frame stays
+// valid UTF-8 (a server would fail the connection otherwise).
+func TestBootLongReasonCutOnRune(t *testing.T) {
+	testutil.CheckLeaks(t)
+	f := newFakeServer(t)
+	c, fc := dialFake(t, f, fastOpts(), protocol.Prot{V: 1}, "")
+	long := strings.Repeat("é", 100) // 200 bytes: byte 123 is inside a rune
+	fc.send([]byte(`{"sys":9,"reason":"` + long + `"}`))
+	fr := fc.next(true)
+	if fr.closeCode != protocol.CloseBooted || !utf8.ValidString(fr.closeText) ||
+		len(fr.closeText) > protocol.MaxReasonLen || fr.closeText != strings.Repeat("é", 61) {
+		t.Fatalf("client sent %+v, want close 4001 with the reason cut to 61 runes", fr)
+	}
+	waitDone(t, c)
 }

@@ -26,6 +26,7 @@ const (
 	CloseUnsupportedData  = 1003 // binary frame received
 	ClosePolicyViolation  = 1008 // reused outstanding id, or bad frames past the limit
 	CloseTooLarge         = 1009 // frame over the size limit
+	CloseInternalError    = 1011 // the server failed on this socket (a panic in OnOpen); client reconnects
 	CloseServiceRestart   = 1012 // server restarting; client reconnects and SYNCs
 	CloseTryAgainLater    = 1013 // backend unavailable during SYNC, connection limit
 	CloseByClient         = 4000 // closed by the client on purpose: no reconnect

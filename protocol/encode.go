@@ -3,6 +3,8 @@ package protocol
 import (
 	"encoding/json"
 	"strconv"
+	"strings"
+	"unicode/utf8"
 )
 
 // Server -> client encoders. Each appends one compact JSON object with
@@ -224,14 +226,18 @@ func AppendErrorFrame(b []byte, err *Error) []byte {
 	return append(b, '}')
 }
 
-// TruncateReason cuts a close or boot reason to at most MaxReasonLen bytes
-// without splitting a UTF-8 sequence.
+// TruncateReason returns a close or boot reason as valid UTF-8 (each
+// invalid byte replaced by U+FFFD) of at most MaxReasonLen bytes, cut on a
+// rune boundary: a close frame's reason must be UTF-8 (RFC 6455 §5.5.1).
 func TruncateReason(reason string) string {
+	if !utf8.ValidString(reason) {
+		reason = strings.ToValidUTF8(reason, "\uFFFD")
+	}
 	if len(reason) <= MaxReasonLen {
 		return reason
 	}
 	cut := MaxReasonLen
-	for cut > 0 && reason[cut]&0xC0 == 0x80 {
+	for cut > 0 && !utf8.RuneStart(reason[cut]) {
 		cut--
 	}
 	return reason[:cut]

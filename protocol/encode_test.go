@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 var (
@@ -305,5 +306,33 @@ func BenchmarkDecodeClient(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestTruncateReasonValidUTF8: a reason is cut on a rune boundary to at
+// most MaxReasonLen bytes and always comes out as valid UTF-8 (a close
+// frame's reason must be), its valid text kept.
+func TestTruncateReasonValidUTF8(t *testing.T) {
+	for _, in := range []string{
+		"ok \xff",                             // invalid byte
+		strings.Repeat("\x80", 200),           // only continuation bytes
+		strings.Repeat("😀", 40),               // 4-byte runes across byte 123
+		"a" + strings.Repeat("é", 100),        // 2-byte runes, odd start
+		strings.Repeat("x", 122) + "\xe2\x98", // truncated rune at the end
+		"caf\xe9 " + strings.Repeat("é", 80),
+	} {
+		got := TruncateReason(in)
+		if !utf8.ValidString(got) || len(got) > MaxReasonLen {
+			t.Errorf("TruncateReason(%.40q) = %q (%d bytes): not valid UTF-8 within %d bytes", in, got, len(got), MaxReasonLen)
+		}
+		if utf8.ValidString(in) && !strings.HasPrefix(in, got) {
+			t.Errorf("TruncateReason(%.40q) = %q: not a prefix of the valid input", in, got)
+		}
+		if utf8.ValidString(in) && len(in) > MaxReasonLen && len(got) < MaxReasonLen-3 {
+			t.Errorf("TruncateReason(%.40q) kept only %d bytes", in, len(got))
+		}
+	}
+	if got := TruncateReason("ok \xff"); got != "ok \uFFFD" {
+		t.Errorf("TruncateReason(ok \\xff) = %q, want the invalid byte replaced by U+FFFD", got)
 	}
 }

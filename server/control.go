@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
+	"unicode/utf8"
 
 	"github.com/sss-go/sss/protocol"
 	"github.com/sss-go/sss/scaler"
@@ -42,6 +43,9 @@ func publish(ctx context.Context, sc scaler.Scaler, maxLen int, channel, topic s
 	if topic == "" {
 		return protocol.UID{}, nil, ErrBadTopic
 	}
+	if err := checkText("topic", topic); err != nil {
+		return protocol.UID{}, nil, err
+	}
 	raw, err := marshalMsg(msg)
 	if err != nil {
 		return protocol.UID{}, nil, err
@@ -58,6 +62,14 @@ func publish(ctx context.Context, sc scaler.Scaler, maxLen int, channel, topic s
 // durable. Every subscriber on every instance receives it through its
 // instance's ordered stream, except opts.Exclude, which gets UPDATESUB in
 // its place. channel is a valid channel name or a user channel.
+//
+// A msg or topic that is not valid UTF-8 is refused with an error
+// wrapping ErrInvalidPayload, and nothing is stored. An error wrapping
+// scaler.ErrUncertain means the outcome is unknown: the publication may
+// or may not have been stored (the write went out, then ctx ended or the
+// connection failed); retry with the same opts.IdempotencyKey, which
+// stores it at most once and returns its uid. Any other error means it
+// was not stored. Options.OnEvent gets EventPublish with the same error.
 func (s *Server) Publish(ctx context.Context, channel, topic string, msg any, opts PublishOptions) (protocol.UID, error) {
 	start := time.Now()
 	ex := opts.Exclude
@@ -103,6 +115,9 @@ func tellControl(ctx context.Context, sc scaler.Scaler, kind scaler.ControlKind,
 	if topic == "" {
 		return ErrBadTopic
 	}
+	if err := checkText("topic", topic); err != nil {
+		return err
+	}
 	raw, err := marshalMsg(msg)
 	if err != nil {
 		return err
@@ -111,7 +126,9 @@ func tellControl(ctx context.Context, sc scaler.Scaler, kind scaler.ControlKind,
 }
 
 // Broadcast sends a BROADCAST to every socket on every instance (not
-// stored, not recoverable).
+// stored, not recoverable). A msg or topic that is not valid UTF-8 is
+// refused with an error wrapping ErrInvalidPayload (so are those of the
+// Tell methods, and boot reasons).
 func (s *Server) Broadcast(ctx context.Context, topic string, msg any) error {
 	return tellControl(ctx, s.sc, scaler.ControlBroadcast, "", topic, msg)
 }
@@ -120,17 +137,26 @@ func (s *Server) Broadcast(ctx context.Context, topic string, msg any) error {
 // it: BOOT frame, then close 4001 with reason after Options.BootGrace
 // unless the client closed first.
 func (s *Server) BootSocket(ctx context.Context, socketID, reason string) error {
-	return control(ctx, s.sc, scaler.Control{Kind: scaler.ControlBootSocket, Target: socketID, Reason: protocol.TruncateReason(reason)})
+	return boot(ctx, s.sc, scaler.ControlBootSocket, socketID, reason)
+}
+
+// boot sends a boot control message; the reason must be valid UTF-8 and is
+// cut to protocol.MaxReasonLen bytes on a rune boundary.
+func boot(ctx context.Context, sc scaler.Scaler, kind scaler.ControlKind, target, reason string) error {
+	if err := checkText("reason", reason); err != nil {
+		return err
+	}
+	return control(ctx, sc, scaler.Control{Kind: kind, Target: target, Reason: protocol.TruncateReason(reason)})
 }
 
 // BootSession boots every socket of a session on every instance.
 func (s *Server) BootSession(ctx context.Context, sessionID, reason string) error {
-	return control(ctx, s.sc, scaler.Control{Kind: scaler.ControlBootSession, Target: sessionID, Reason: protocol.TruncateReason(reason)})
+	return boot(ctx, s.sc, scaler.ControlBootSession, sessionID, reason)
 }
 
 // BootUser boots every socket of a user on every instance.
 func (s *Server) BootUser(ctx context.Context, userID, reason string) error {
-	return control(ctx, s.sc, scaler.Control{Kind: scaler.ControlBootUser, Target: userID, Reason: protocol.TruncateReason(reason)})
+	return boot(ctx, s.sc, scaler.ControlBootUser, userID, reason)
 }
 
 // BootChannel removes every socket's subscription to channel on every
@@ -157,15 +183,34 @@ func (s *Server) TellSocket(ctx context.Context, socketID, topic string, msg any
 	return tellControl(ctx, s.sc, scaler.ControlTellSocket, socketID, topic, msg)
 }
 
-// Presence returns the members of channel on every instance.
+// Presence returns the members of channel on every instance: the
+// sockets subscribed to it with Presence on. It returns an error wrapping
+// ErrPresenceOff when the channel's rule (Options.Channels, else
+// Options.DefaultChannel) has Presence off. The rule decides, whatever a
+// SubscriptionParser returned for individual sockets: such an override
+// only decides whether that socket is recorded and announced, so a
+// channel whose members are read should have Presence on in its rule.
 func (s *Server) Presence(ctx context.Context, channel string) ([]scaler.Member, error) {
+	if err := s.presenceOn(channel); err != nil {
+		return nil, err
+	}
 	return s.sc.Presence(ctx, channel)
 }
 
-// Count returns the number of sockets subscribed to channel on every
-// instance.
+// Count returns the number of members of channel on every instance (see
+// Presence; ErrPresenceOff under the same rule).
 func (s *Server) Count(ctx context.Context, channel string) (int, error) {
+	if err := s.presenceOn(channel); err != nil {
+		return 0, err
+	}
 	return s.sc.Count(ctx, channel)
+}
+
+func (s *Server) presenceOn(channel string) error {
+	if !s.opts.channelOptions(channel).Presence {
+		return fmt.Errorf("%w: %q", ErrPresenceOff, channel)
+	}
+	return nil
 }
 
 // CodeChannelBooted is the error code sent to sockets removed from a
@@ -202,7 +247,7 @@ func (s *Server) onControl(c scaler.Control) {
 		}
 		go func() {
 			defer s.work.done()
-			ctx, cancel := context.WithTimeout(context.Background(), s.opts.WriteTimeout)
+			ctx, cancel := context.WithTimeout(context.Background(), s.opts.BackendTimeout)
 			defer cancel()
 			for _, sock := range subs {
 				s.unsubscribeSocket(ctx, sock, c.Target)
@@ -241,7 +286,7 @@ func presenceFrame(c scaler.Control) []byte {
 		u := c.Member.User
 		m.User = &u
 	}
-	if len(m.Info) == 0 || !json.Valid(m.Info) {
+	if len(m.Info) == 0 || !utf8.Valid(m.Info) || !json.Valid(m.Info) {
 		m.Info = json.RawMessage("{}")
 	}
 	raw, err := marshalMsg(struct {
@@ -255,11 +300,13 @@ func presenceFrame(c scaler.Control) []byte {
 	return protocol.AppendTell(nil, protocol.PresenceTopic, raw)
 }
 
+// orNull returns a control message's payload for a frame: null for none,
+// valid UTF-8 whatever the sender sent.
 func orNull(m json.RawMessage) json.RawMessage {
 	if len(m) == 0 {
 		return nullJSON
 	}
-	return m
+	return validOrReplaced(m)
 }
 
 func (s *Server) socketByID(id string) []*Socket {

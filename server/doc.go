@@ -33,13 +33,27 @@
 //
 // Every method of Server and Socket is safe for concurrent use. Each
 // socket has one reader goroutine (not the HTTP handler's, which returns
-// after the upgrade) and a writer that runs only while frames are queued
-// (a shared pool of goroutines that end when idle); its send queue is
-// bounded in frames and bytes and a socket that overflows it is closed
-// with 4002. Heartbeats come from one timer wheel. Ask handlers run on
-// goroutines of their own, bounded per socket; tell handlers and parsers
-// run on the socket's reader goroutine; scaler callbacks never block. The
-// hooks of Options say which goroutine calls them; none may block long.
+// after the upgrade), which answers heartbeats and hands the other frames
+// to a handler goroutine that runs only while frames wait and handles
+// them one at a time in order; and a writer that runs only while frames
+// are queued (a shared pool of goroutines that end when idle). Its send
+// queue is bounded in frames and bytes and a socket that overflows it is
+// closed with 4002. Heartbeats come from one timer wheel. Ask handlers
+// run on goroutines of their own, bounded per socket; tell handlers and
+// parsers run on the socket's handler goroutine; scaler callbacks never
+// block. The hooks of Options say which goroutine calls them; none may
+// block long, none is called under a lock of the server, and a panic in
+// one is recovered and logged.
+//
+// # Failures
+//
+// Every scaler call made for a socket is bounded by
+// Options.BackendTimeout and cancelled when the socket closes: with the
+// backend down a SUBSCRIBE is answered "unavailable", and a SYNC or a
+// BEGIN that needs it is closed with 1013 (the client retries later).
+// Messages, topics and reasons must be valid UTF-8 (ErrInvalidPayload);
+// a Publish whose outcome is unknown returns an error wrapping
+// scaler.ErrUncertain, retried with the same idempotency key.
 //
 // # Writes
 //

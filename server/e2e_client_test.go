@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
 
@@ -47,6 +48,7 @@ type e2eConn struct {
 	pongs   chan string                   // payloads of pongs received
 	hbMu    sync.Mutex                    // guards hbTimes
 	hbTimes []time.Time                   // arrival of each heartbeat
+	badUTF8 atomic.Int64                  // text frames that were not valid UTF-8
 
 	// Set before done is closed.
 	closeCode int       // close code of the server's close frame, 1006 if none
@@ -119,6 +121,11 @@ func e2eDialURL(t *testing.T, base, query string, hdr http.Header, opts ...e2eDi
 		c.resumeReads()
 		_ = ws.Close()
 		<-c.done
+		// RFC 6455 §8.1: a browser fails the connection on a text frame
+		// that is not UTF-8; the server must never send one.
+		if n := c.badUTF8.Load(); n > 0 {
+			t.Errorf("the server sent %d text frame(s) that are not valid UTF-8", n)
+		}
 	})
 	return c, resp, nil
 }
@@ -154,6 +161,9 @@ func (c *e2eConn) readLoop() {
 			c.readErr = err
 			c.closedAt = time.Now()
 			return
+		}
+		if typ == websocket.TextMessage && !utf8.Valid(data) {
+			c.badUTF8.Add(1)
 		}
 		if typ == websocket.TextMessage && string(data) == protocol.Heartbeat {
 			c.hbMu.Lock()

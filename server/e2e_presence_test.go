@@ -6,6 +6,7 @@ package server_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"testing"
 
 	"github.com/sss-go/sss/protocol"
@@ -125,6 +126,9 @@ func TestE2EParserChannelOptions(t *testing.T) {
 	})
 }
 
+// TestE2ECountWithoutPresence: on a channel whose rule has presence off,
+// Count and Presence return ErrPresenceOff on every instance, and no
+// presence tells are sent.
 func TestE2ECountWithoutPresence(t *testing.T) {
 	apps := startCluster(t, 2, nil)
 	c1 := apps[0].dial(t, "user=a")
@@ -132,16 +136,15 @@ func TestE2ECountWithoutPresence(t *testing.T) {
 	c2 := apps[1].dial(t, "")
 	c2.subscribe("counted")
 	for _, app := range apps {
-		e2eWaitFor(t, "Count(counted) == 2", func() bool {
-			n, err := app.srv.Count(context.Background(), "counted")
-			return err == nil && n == 2
-		})
+		if _, err := app.srv.Count(e2eCtx(t), "counted"); !errors.Is(err, server.ErrPresenceOff) {
+			t.Errorf("Count(counted) = %v, want ErrPresenceOff", err)
+		}
+		if _, err := app.srv.Presence(e2eCtx(t), "counted"); !errors.Is(err, server.ErrPresenceOff) {
+			t.Errorf("Presence(counted) = %v, want ErrPresenceOff", err)
+		}
 	}
 	// No presence tells on a channel without presence.
-	c1.expectOpen()
 	c2.send(`{"sys":2,"channel":"counted"}`)
-	e2eWaitFor(t, "Count(counted) == 1", func() bool {
-		n, err := apps[0].srv.Count(context.Background(), "counted")
-		return err == nil && n == 1
-	})
+	c2.expectOpen()
+	c1.expectOpen()
 }

@@ -16,4 +16,11 @@ var (
 	ErrBadMessage = errors.New("sss/server: message is not valid JSON")
 	// ErrBadTopic: a topic is empty or reserved.
 	ErrBadTopic = errors.New("sss/server: bad topic")
+	// ErrInvalidPayload: a message, topic or reason is not valid UTF-8
+	// (json.RawMessage payloads are not checked by encoding/json). Text
+	// frames must be UTF-8 (RFC 6455 §8.1), so nothing is sent.
+	ErrInvalidPayload = errors.New("sss/server: payload is not valid UTF-8")
+	// ErrPresenceOff: Presence or Count of a channel whose rule
+	// (Options.Channels, else Options.DefaultChannel) has Presence off.
+	ErrPresenceOff = errors.New("sss/server: presence is off for this channel")
 )

@@ -17,7 +17,8 @@ const (
 	// sockets.
 	EventDelivery
 	// EventSlowConsumer: Socket's send queue overflowed; it is closed with
-	// 4002.
+	// 4002. Emitted from a goroutine of its own (the overflow is found
+	// under the socket's lock), so it may arrive just after the close.
 	EventSlowConsumer
 	// EventBadFrame: Socket sent a bad frame (Err).
 	EventBadFrame

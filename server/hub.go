@@ -152,8 +152,11 @@ func (h *hub) create(ctx context.Context, sh *hubShard, ch *hubChannel, s *Socke
 	ch.mu.Lock()
 	ch.last = pos
 	ch.state = chanLive
+	var counts []int
 	for _, p := range ch.pending {
-		h.deliverLocked(ch, p)
+		if n, ok := h.deliverLocked(ch, p); ok {
+			counts = append(counts, n)
+		}
 	}
 	ch.pending = nil
 	ch.subs = []*Socket{s}
@@ -163,6 +166,9 @@ func (h *hub) create(ctx context.Context, sh *hubShard, ch *hubChannel, s *Socke
 	close(ch.settled)
 	ch.settled = nil
 	ch.mu.Unlock()
+	for _, n := range counts {
+		h.delivered(ch.name, n)
+	}
 	return nil
 }
 
@@ -225,19 +231,32 @@ func (h *hub) publication(p scaler.Publication) {
 		return
 	}
 	ch.mu.Lock()
+	n, delivered := 0, false
 	switch ch.state {
 	case chanSubscribing:
 		ch.pending = append(ch.pending, p)
 	case chanLive:
-		h.deliverLocked(ch, p)
+		n, delivered = h.deliverLocked(ch, p)
 	}
 	ch.mu.Unlock()
+	if delivered {
+		h.delivered(p.Channel, n)
+	}
 }
 
-// deliverLocked encodes p once and hands it to every subscriber.
-func (h *hub) deliverLocked(ch *hubChannel, p scaler.Publication) {
+// delivered reports a fan-out (no lock held).
+func (h *hub) delivered(channel string, n int) {
+	if h.srv.opts.OnEvent != nil {
+		h.srv.emit(Event{Kind: EventDelivery, Channel: channel, Count: n})
+	}
+}
+
+// deliverLocked encodes p once and hands it to every subscriber; it
+// returns to how many, and false when p was not delivered. The caller
+// reports the delivery after releasing the channel's lock.
+func (h *hub) deliverLocked(ch *hubChannel, p scaler.Publication) (int, bool) {
 	if p.UID.Epoch == ch.last.Epoch && p.UID.Seq <= ch.last.Seq {
-		return // at or before the position: never delivered
+		return 0, false // at or before the position: never delivered
 	}
 	if p.UID.Epoch != ch.last.Epoch {
 		ch.win.reset()
@@ -250,17 +269,22 @@ func (h *hub) deliverLocked(ch *hubChannel, p scaler.Publication) {
 		s.deliver(pf)
 	}
 	h.srv.stats.delivered.Add(uint64(len(subs)))
-	if h.srv.opts.OnEvent != nil {
-		h.srv.emit(Event{Kind: EventDelivery, Channel: ch.name, Count: len(subs)})
+	return len(subs), true
+}
+
+// feedMsg returns the msg of a publication's FEED: null for none, and
+// valid UTF-8 whatever the backend returned (validOrReplaced), the same
+// for the live and the recovered frame.
+func feedMsg(p scaler.Publication) []byte {
+	if p.Msg == nil {
+		return nullJSON
 	}
+	return validOrReplaced(p.Msg)
 }
 
 // newPubFrame encodes a publication's FEED.
 func newPubFrame(p scaler.Publication) *pubFrame {
-	msg := p.Msg
-	if msg == nil {
-		msg = nullJSON
-	}
+	msg := feedMsg(p)
 	b := make([]byte, 0, len(msg)+len(p.Channel)+len(p.Topic)+len(p.UID.Epoch)+64)
 	return &pubFrame{channel: p.Channel, uid: p.UID, data: protocol.AppendFeed(b, p.Channel, p.Topic, msg, p.UID)}
 }
@@ -290,10 +314,7 @@ func (sl *frameSlab) frame(p scaler.Publication) *pubFrame {
 	}
 	pf := &sl.frames[0]
 	sl.frames = sl.frames[1:]
-	msg := p.Msg
-	if msg == nil {
-		msg = nullJSON
-	}
+	msg := feedMsg(p)
 	need := len(msg) + len(p.Channel) + len(p.Topic) + len(p.UID.Epoch) + 64
 	var b []byte
 	if need > slabBigFrame {

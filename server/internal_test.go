@@ -221,6 +221,8 @@ func TestQueueOverflowCloses4002(t *testing.T) {
 			for _, f := range frames[1 : len(frames)-1] {
 				t.Fatalf("queued frame %q written after the overflow", f.payload)
 			}
+			// The event is emitted off the socket's lock, so just after.
+			waitFor(t, "the slow-consumer event", func() bool { emu.Lock(); defer emu.Unlock(); return len(events) > 0 })
 			emu.Lock()
 			defer emu.Unlock()
 			if len(events) != 1 || events[0] != EventSlowConsumer {

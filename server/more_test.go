@@ -115,7 +115,9 @@ func TestOriginCheck(t *testing.T) {
 
 func TestPublisherAndControl(t *testing.T) {
 	b := scaler.NewMemoryBackend(scaler.MemoryOptions{Logger: quietLogger()})
-	ts := newTestServer(t, b.Instance(), Options{HeartbeatInterval: -1, BootGrace: 50 * time.Millisecond,
+	sc := b.Instance()
+	t.Cleanup(func() { _ = sc.Close(context.Background()) }) // after the server's shutdown
+	ts := newTestServer(t, sc, Options{HeartbeatInterval: -1, BootGrace: 50 * time.Millisecond,
 		SessionParser: func(r *http.Request) (*Session, error) {
 			return &Session{User: r.URL.Query().Get("u"), SessionID: r.URL.Query().Get("s")}, nil
 		}})

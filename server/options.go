@@ -23,7 +23,8 @@ type Session struct {
 	// Values are per-socket values, read with Socket.Value.
 	Values map[string]any
 	// Info is a small JSON object attached to the socket's presence
-	// entries (scaler.Member.Info); nil means none.
+	// entries (scaler.Member.Info); nil means none. Info that is not valid
+	// JSON in UTF-8 is dropped (and logged).
 	Info json.RawMessage
 }
 
@@ -32,13 +33,17 @@ type Session struct {
 // refuse it: the upgrade then completes and the socket is closed at once
 // with 4001 and the error's message as reason (a *protocol.Error's Message,
 // else "refused"), or HTTP 403 is answered with Options.RefuseWithHTTP403.
+// A panic is logged and answered with HTTP 500 (the client retries).
 type SessionParser func(r *http.Request) (*Session, error)
 
 // SubscriptionParser decides a SUBSCRIBE or SYNC entry of a non-user
-// channel. It runs on the socket's reader goroutine. It returns nil to
-// accept (optionally with channel option overrides; nil keeps the options
-// of the channel's rule), a *protocol.Error to refuse (Code defaulted to
-// "refused"), or any other error, answered as "internal" and logged.
+// channel. It runs on the socket's handler goroutine (see TellHandler). It
+// returns nil to accept (optionally with channel option overrides; nil
+// keeps the options of the channel's rule), a *protocol.Error to refuse
+// (Code defaulted to "refused"), or any other error, answered as
+// "internal" and logged; a panic is answered "internal" and logged too.
+// An override of Presence decides whether this socket is recorded and
+// announced; Server.Presence and Server.Count follow the channel's rule.
 type SubscriptionParser func(ctx context.Context, sock *Socket, channel string, query json.RawMessage) (*ChannelOptions, error)
 
 // AskHandler answers an ASK. It runs on a goroutine of its own; ctx is
@@ -48,15 +53,20 @@ type SubscriptionParser func(ctx context.Context, sock *Socket, channel string, 
 // if empty); any other error or a panic is answered "internal" and logged.
 type AskHandler func(ctx context.Context, sock *Socket, msg json.RawMessage) (any, error)
 
-// TellHandler receives a client TELL. It runs on the socket's reader
-// goroutine, so tells of one socket are handled in order; it should not
-// block for long (the socket reads nothing meanwhile). A panic is logged.
+// TellHandler receives a client TELL. It runs on the socket's handler
+// goroutine, which handles the socket's frames one at a time in the order
+// they came, so tells of one socket are handled in order; it should not
+// block for long (the socket's later frames wait meanwhile; heartbeats and
+// close frames are still read). A panic is logged.
 type TellHandler func(ctx context.Context, sock *Socket, msg json.RawMessage)
 
 // ChannelOptions tunes the channels that match a rule.
 type ChannelOptions struct {
-	// Presence turns on "_presence" join/leave tells to the channel's
-	// subscribers on every instance.
+	// Presence turns on presence for the channel: its subscribers are
+	// recorded with the scaler (Server.Presence, Server.Count) and
+	// "_presence" join/leave tells go to its subscribers on every
+	// instance. Off, the server makes no presence writes for it and
+	// Server.Presence and Server.Count return ErrPresenceOff.
 	Presence bool
 	// ClientPublish is reserved for applications (e.g. a tell handler that
 	// publishes); the server never publishes on its own.
@@ -144,11 +154,25 @@ type Options struct {
 	ShutdownCloseCode int
 	// WriteTimeout bounds one batch of writes to a socket. Default 10 s.
 	WriteTimeout time.Duration
+	// BackendTimeout bounds each scaler call the server makes for a
+	// socket (subscribe, unsubscribe, position, history, presence, user
+	// registration), and the wait for a channel another socket is
+	// subscribing; closing the socket cancels them. When it passes, a
+	// SUBSCRIBE is answered "unavailable", and a SYNC, or a BEGIN whose
+	// user channel cannot go live, is closed with 1013 so the client
+	// retries. The calls that clean up after a closed socket share one
+	// such bound. Default 5 s.
+	BackendTimeout time.Duration
 	// EnableCompression negotiates permessage-deflate when a client offers
 	// it. Off by default (PROTOCOL.md).
 	EnableCompression bool
 	// OnOpen is called when a socket is open (after the upgrade), on the
 	// HTTP handler's goroutine. It must not block.
+	//
+	// No hook runs under a lock of the server, so hooks may call any
+	// method of the Server or Socket. A panic in a hook is recovered and
+	// logged with the socket id; a panic in OnOpen closes that socket with
+	// 1011 (protocol.CloseInternalError).
 	OnOpen func(sock *Socket)
 	// OnClose is called once per socket when it is gone, on its reader
 	// goroutine, with the close code and reason the server sent (or
@@ -164,8 +188,8 @@ type Options struct {
 	// OnChannelVacated is called when a channel loses its last subscriber
 	// on this instance.
 	OnChannelVacated func(channel string)
-	// OnEvent receives metrics events. It is called from hot paths and
-	// must not block.
+	// OnEvent receives metrics events. It is called from hot paths (but
+	// never under a lock of the server) and must not block.
 	OnEvent func(e Event)
 	// Logger receives the server's logs; nil means slog.Default().
 	Logger *slog.Logger
@@ -227,6 +251,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.WriteTimeout <= 0 {
 		o.WriteTimeout = 10 * time.Second
+	}
+	if o.BackendTimeout <= 0 {
+		o.BackendTimeout = 5 * time.Second
 	}
 	for _, r := range o.Channels {
 		if _, err := path.Match(r.Pattern, ""); err != nil {

@@ -47,7 +47,10 @@ func NewPublisher(sc scaler.Scaler, opts PublisherOptions) (*Publisher, error) {
 }
 
 // Publish stores msg as a publication of channel on topic and returns its
-// uid once durable (see Server.Publish).
+// uid once durable (see Server.Publish). Errors are those of
+// Server.Publish: ErrInvalidPayload for a msg or topic that is not valid
+// UTF-8, and an error wrapping scaler.ErrUncertain when the outcome is
+// unknown, to be retried with the same idempotencyKey.
 func (p *Publisher) Publish(ctx context.Context, channel, topic string, msg any, idempotencyKey string) (protocol.UID, error) {
 	uid, _, err := publish(ctx, p.sc, p.maxLen, channel, topic, msg, idempotencyKey)
 	return uid, err
@@ -60,17 +63,17 @@ func (p *Publisher) Broadcast(ctx context.Context, topic string, msg any) error 
 
 // BootSocket boots one socket on whichever instance holds it.
 func (p *Publisher) BootSocket(ctx context.Context, socketID, reason string) error {
-	return control(ctx, p.sc, scaler.Control{Kind: scaler.ControlBootSocket, Target: socketID, Reason: protocol.TruncateReason(reason)})
+	return boot(ctx, p.sc, scaler.ControlBootSocket, socketID, reason)
 }
 
 // BootSession boots every socket of a session.
 func (p *Publisher) BootSession(ctx context.Context, sessionID, reason string) error {
-	return control(ctx, p.sc, scaler.Control{Kind: scaler.ControlBootSession, Target: sessionID, Reason: protocol.TruncateReason(reason)})
+	return boot(ctx, p.sc, scaler.ControlBootSession, sessionID, reason)
 }
 
 // BootUser boots every socket of a user.
 func (p *Publisher) BootUser(ctx context.Context, userID, reason string) error {
-	return control(ctx, p.sc, scaler.Control{Kind: scaler.ControlBootUser, Target: userID, Reason: protocol.TruncateReason(reason)})
+	return boot(ctx, p.sc, scaler.ControlBootUser, userID, reason)
 }
 
 // BootChannel removes every socket's subscription to channel.

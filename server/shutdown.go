@@ -21,6 +21,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.log.Info("sss: server shutting down")
 		zero := s.work.close()
 		go s.finishShutdown(zero)
+		s.smu.Lock()
+		// From now on no socket registers (an upgrade that passed the
+		// draining check answers 503), so the list closeSockets takes
+		// is complete.
+		s.noSockets = true
+		s.smu.Unlock()
 		s.closeSockets(ctx)
 	}
 	select {

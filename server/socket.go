@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"net"
 	"net/http"
 	"sort"
@@ -28,10 +27,18 @@ type Socket struct {
 	ws        *websocket.Conn
 	nc        net.Conn
 	compress  bool
-	ctx       context.Context
-	cancel    context.CancelFunc
+	// ctx is the handlers' context, cancelled when the socket is gone;
+	// bctx, its child, bounds the backend calls made for the socket and
+	// is cancelled as soon as the socket closes (either side) or its
+	// connection breaks.
+	ctx     context.Context
+	cancel  context.CancelFunc
+	bctx    context.Context
+	bcancel context.CancelFunc
 
 	hbOutstanding atomic.Bool  // an "h" was sent and not answered
+	readWait      atomic.Bool  // the reader waits for room in the inbox
+	hbGrace       atomic.Bool  // the reader waited since the last heartbeat
 	slow          atomic.Int32 // >0 while holds or exclusions exist
 	begun         atomic.Bool
 
@@ -58,7 +65,14 @@ type Socket struct {
 	asks        map[string]struct{}
 	bootTimer   *time.Timer
 
-	// reader-goroutine state
+	// The inbox: frames read and not yet handled (see reader.go).
+	imu      sync.Mutex
+	icond    sync.Cond // L is &imu: the inbox changed
+	inbox    []inItem
+	inBytes  int
+	handling bool // a handler goroutine runs
+
+	// handler-goroutine state
 	badCount int
 	badStart time.Time
 	rateN    int
@@ -68,8 +82,10 @@ type Socket struct {
 // hold parks a channel's deliveries while a reply of that channel, or a
 // publish excluding this socket, is in progress.
 type hold struct {
-	count int
-	buf   []*pubFrame
+	count   int
+	buf     []*pubFrame
+	drop    protocol.UID // parked publications up to drop are not queued
+	hasDrop bool
 }
 
 // ID returns the socket's id (a random uuid), unique across instances.
@@ -89,8 +105,12 @@ func (s *Socket) Value(key string) any { return s.values[key] }
 func (s *Socket) Request() *http.Request { return s.req }
 
 // Tell sends a TELL frame to this socket. msg is marshalled with
-// encoding/json (json.RawMessage verbatim).
+// encoding/json (json.RawMessage verbatim); a msg or topic that is not
+// valid UTF-8 is refused with an error wrapping ErrInvalidPayload.
 func (s *Socket) Tell(topic string, msg any) error {
+	if err := checkText("topic", topic); err != nil {
+		return err
+	}
 	raw, err := marshalMsg(msg)
 	if err != nil {
 		return err
@@ -113,8 +133,9 @@ func (s *Socket) Subscriptions() []string {
 	return out
 }
 
-// Close sends a close frame with code and reason (at most 123 bytes) after
-// the frames already queued, then closes the connection.
+// Close sends a close frame with code and reason after the frames already
+// queued, then closes the connection. The reason is made valid UTF-8 and
+// cut to 123 bytes on a rune boundary (protocol.TruncateReason).
 func (s *Socket) Close(code int, reason string) {
 	s.mu.Lock()
 	s.closeLocked(code, reason)
@@ -230,11 +251,16 @@ func (s *Socket) hold(channel string) {
 }
 
 // releaseLocked undoes one holdLocked; the last release queues the parked
-// publications in order, dropping those at or before dropTo (when set).
+// publications in order, dropping those at or before dropTo (when set) or
+// the dropTo of an earlier release of the same hold (the client has them
+// from a SYNC reply).
 func (s *Socket) releaseLocked(channel string, dropTo *protocol.UID) {
 	h := s.holds[channel]
 	if h == nil {
 		return
+	}
+	if dropTo != nil && (!h.hasDrop || h.drop.Epoch != dropTo.Epoch || h.drop.Seq < dropTo.Seq) {
+		h.drop, h.hasDrop = *dropTo, true
 	}
 	h.count--
 	if h.count > 0 {
@@ -244,116 +270,35 @@ func (s *Socket) releaseLocked(channel string, dropTo *protocol.UID) {
 	s.updateSlowLocked()
 	s.heldN -= len(h.buf)
 	for _, pf := range h.buf {
-		if dropTo != nil && pf.uid.Epoch == dropTo.Epoch && pf.uid.Seq <= dropTo.Seq {
+		if h.hasDrop && pf.uid.Epoch == h.drop.Epoch && pf.uid.Seq <= h.drop.Seq {
 			continue
 		}
 		s.deliverExclLocked(pf)
 	}
 }
 
+// sentToLocked returns the last uid of channel, at or before pos, that
+// the socket was handed: pos, unless some are still parked by a hold of
+// the channel. The caller holds s.mu and a hold of channel.
+func (s *Socket) sentToLocked(channel string, pos protocol.UID) protocol.UID {
+	if h := s.holds[channel]; h != nil && len(h.buf) > 0 {
+		if first := h.buf[0].uid; first.Epoch == pos.Epoch && first.Seq <= pos.Seq {
+			return protocol.UID{Epoch: pos.Epoch, Seq: first.Seq - 1}
+		}
+	}
+	return pos
+}
+
+// backend returns the context of one scaler call made for the socket:
+// bounded by Options.BackendTimeout, ended when the socket closes.
+func (s *Socket) backend() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(s.bctx, s.srv.opts.BackendTimeout)
+}
+
 func (s *Socket) release(channel string, dropTo *protocol.UID) {
 	s.mu.Lock()
 	s.releaseLocked(channel, dropTo)
 	s.mu.Unlock()
-}
-
-// readLoop is the socket's reader goroutine.
-func (s *Socket) readLoop() {
-	defer s.srv.work.done()
-	code, reason := 0, ""
-	for {
-		mt, r, err := s.ws.NextReader()
-		if err != nil {
-			var ce *websocket.CloseError
-			if errors.As(err, &ce) {
-				code, reason = ce.Code, ce.Text
-			}
-			break
-		}
-		if mt == websocket.BinaryMessage {
-			s.Close(protocol.CloseUnsupportedData, "binary frames are not supported")
-			_, _ = io.Copy(io.Discard, io.LimitReader(r, int64(s.srv.opts.MaxFrameBytes)))
-			continue
-		}
-		data, tooBig, err := readLimited(r, s.srv.opts.MaxFrameBytes)
-		if err != nil {
-			break
-		}
-		if tooBig {
-			s.Close(protocol.CloseTooLarge, "frame too large")
-			continue
-		}
-		if s.isClosing() {
-			continue
-		}
-		s.handle(data)
-	}
-	s.finish(code, reason)
-}
-
-// readLimited reads a whole message of at most max bytes.
-func readLimited(r io.Reader, max int) (data []byte, tooBig bool, err error) {
-	data = make([]byte, 0, 256)
-	for {
-		if len(data) == cap(data) {
-			if len(data) > max {
-				return nil, true, nil
-			}
-			data = append(data, 0)[:len(data)]
-		}
-		n, err := r.Read(data[len(data):cap(data)])
-		data = data[:len(data)+n]
-		if len(data) > max {
-			return nil, true, nil
-		}
-		if err == io.EOF {
-			return data, false, nil
-		}
-		if err != nil {
-			return nil, false, err
-		}
-	}
-}
-
-func (s *Socket) isClosing() bool {
-	s.mu.Lock()
-	c := s.closing
-	s.mu.Unlock()
-	return c
-}
-
-// finish runs once the reader is done: the socket leaves everything.
-func (s *Socket) finish(code int, reason string) {
-	s.mu.Lock()
-	wasClosing := s.closing
-	if !s.closing {
-		// The connection broke without a close frame.
-		s.closing = true
-		s.closeCode = websocket.CloseAbnormalClosure
-		s.closeReason = ""
-	}
-	sentCode, sentReason := s.closeCode, s.closeReason
-	if s.bootTimer != nil {
-		s.bootTimer.Stop()
-	}
-	s.mu.Unlock()
-	_ = code
-	_ = reason
-	if wasClosing {
-		// Let the writer send the close frame; it closes the connection.
-		t := time.NewTimer(s.srv.opts.WriteTimeout)
-		select {
-		case <-s.connGone:
-		case <-t.C:
-		}
-		t.Stop()
-	}
-	s.closeConn()
-	s.cancel()
-	s.srv.removeSocket(s)
-	if s.srv.opts.OnClose != nil {
-		s.srv.opts.OnClose(s, sentCode, sentReason)
-	}
 }
 
 // badFrame counts a bad frame and reports whether the limit is passed.
@@ -387,12 +332,8 @@ func (s *Socket) rateLimited() bool {
 	return s.rateN > lim
 }
 
-// handle dispatches one client frame (reader goroutine).
+// handle dispatches one client frame (handler goroutine).
 func (s *Socket) handle(data []byte) {
-	if len(data) == 1 && data[0] == 'h' {
-		s.hbOutstanding.Store(false)
-		return
-	}
 	msg, err := protocol.DecodeClient(data, protocol.Limits{
 		MaxFrameBytes: s.srv.opts.MaxFrameBytes,
 		MaxDepth:      s.srv.opts.MaxDepth,
@@ -465,7 +406,7 @@ func (s *Socket) handleBegin() {
 		return
 	}
 	uc := protocol.UserChannel(s.user)
-	err := s.srv.subscribeSocket(s.ctx, s, uc, ChannelOptions{}, func(_ *hubChannel, pos protocol.UID) {
+	err := s.srv.subscribeSocket(s, uc, ChannelOptions{}, func(_ *hubChannel, pos protocol.UID, _ bool) {
 		s.enqueueLocked(outItem{data: protocol.AppendBeginReply(nil, prot, uc, pos), op: opText})
 	})
 	if err != nil {
@@ -488,7 +429,9 @@ func (s *Socket) handleUnsubscribe(channel string) {
 	if !s.subscribed(channel) {
 		return
 	}
-	s.srv.unsubscribeSocket(s.ctx, s, channel)
+	ctx, cancel := s.backend()
+	defer cancel()
+	s.srv.unsubscribeSocket(ctx, s, channel)
 }
 
 // handleAsk starts an ask handler on its own goroutine.
@@ -553,7 +496,7 @@ func (s *Socket) callAsk(h AskHandler, topic string, id, body json.RawMessage) (
 	return protocol.AppendResponse(nil, id, raw)
 }
 
-// handleTell runs a tell handler on the reader goroutine.
+// handleTell runs a tell handler on the handler goroutine.
 func (s *Socket) handleTell(msg *protocol.Message) {
 	if s.rateLimited() {
 		s.sendText(protocol.AppendErrorFrame(nil, protocol.NewError(protocol.CodeRateLimited, "too many tells")))

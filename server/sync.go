@@ -73,7 +73,7 @@ func joinError(err error) (e *protocol.Error, unavailable bool) {
 	return protocol.NewError(protocol.CodeUnavailable, "backend unavailable, retry later"), true
 }
 
-// handleSubscribe answers SUBSCRIBE (reader goroutine).
+// handleSubscribe answers SUBSCRIBE (handler goroutine).
 func (s *Socket) handleSubscribe(msg *protocol.Message) {
 	channel := msg.Channel
 	co, _, perr := s.checkChannel(s.ctx, channel, msg.Query, s.numSubs(), false)
@@ -81,7 +81,7 @@ func (s *Socket) handleSubscribe(msg *protocol.Message) {
 		s.sendText(appendSubscribeFail(msg.ID, channel, perr))
 		return
 	}
-	err := s.srv.subscribeSocket(s.ctx, s, channel, co, func(_ *hubChannel, pos protocol.UID) {
+	err := s.srv.subscribeSocket(s, channel, co, func(_ *hubChannel, pos protocol.UID, _ bool) {
 		s.enqueueLocked(outItem{data: protocol.AppendSubscribeOK(nil, msg.ID, channel, pos), op: opText})
 	})
 	if err != nil {
@@ -118,144 +118,58 @@ type syncRelease struct {
 	skipTo    bool // the client is ahead of this instance's stream: pos is its lastUid
 }
 
+// syncState is one SYNC being answered.
+type syncState struct {
+	results  []protocol.SyncResult
+	records  [][]byte
+	rels     []syncRelease
+	count    int // the socket's subscriptions
+	budget   int // bytes the records may take
+	recBytes int
+}
+
 // handleSync answers SYNC (PROTOCOL.md, "Recovery"). Each accepted channel
 // is held (its live frames parked) from before the socket joins it until
 // the reply is queued; then an UPDATESUB is queued for the channels not
-// recovered and the parked frames after the position are released.
+// recovered and the parked frames after the position are released. When
+// the backend cannot answer, the socket is closed with 1013 and nothing of
+// the channels of this SYNC is sent.
 func (s *Socket) handleSync(msg *protocol.Message) {
-	ctx := s.ctx
 	n := len(msg.Subscriptions)
-	results := make([]protocol.SyncResult, 0, n)
-	var records [][]byte
-	rels := make([]syncRelease, 0, n)
+	st := &syncState{
+		results: make([]protocol.SyncResult, 0, n),
+		rels:    make([]syncRelease, 0, n),
+		count:   s.numSubs(),
+		// The reply carries the records in one frame: keep it within
+		// half the send queue's byte bound, so it and what follows fit;
+		// a channel whose records would not fit is not recoverable.
+		budget: s.srv.opts.SendQueueBytes / 2,
+	}
 	seen := make(map[string]struct{}, n)
-	count := s.numSubs()
-	// The reply carries the records in one frame: keep it within half
-	// the send queue's byte bound, so it and what follows fit; a channel
-	// whose records would not fit is not recoverable.
-	budget := s.srv.opts.SendQueueBytes / 2
-	recBytes := 0
-	fail := func() {
-		s.mu.Lock()
-		for _, r := range rels {
-			s.releaseLocked(r.channel, nil)
-		}
-		s.closeLocked(protocol.CloseTryAgainLater, "backend unavailable")
-		s.mu.Unlock()
-	}
 	for _, e := range msg.Subscriptions {
-		channel := e.Channel
-		if _, dup := seen[channel]; dup {
+		if _, dup := seen[e.Channel]; dup {
 			continue
 		}
-		seen[channel] = struct{}{}
-		co, already, perr := s.checkChannel(ctx, channel, e.Query, count, true)
-		if perr != nil {
-			results = append(results, protocol.SyncResult{Channel: channel, Err: perr})
-			continue
+		seen[e.Channel] = struct{}{}
+		if !s.syncEntry(st, e) {
+			// Close first, so that releasing the holds queues nothing.
+			s.mu.Lock()
+			s.closeLocked(protocol.CloseTryAgainLater, "backend unavailable")
+			for _, r := range st.rels {
+				s.releaseLocked(r.channel, nil)
+			}
+			s.mu.Unlock()
+			return
 		}
-		var last protocol.UID
-		recoverable := e.HasUID
-		if recoverable {
-			var err error
-			if last, err = protocol.ParseUID(e.LastUID); err != nil {
-				recoverable = false
-			}
-		}
-		maxRec := uint64(s.srv.opts.MaxRecovery)
-		var pos protocol.UID
-		var fromWin []*pubFrame
-		winOK := false
-		s.hold(channel)
-		err := s.srv.subscribeSocket(ctx, s, channel, co, func(ch *hubChannel, p protocol.UID) {
-			pos = p
-			if recoverable && last.Epoch == p.Epoch && last.Seq <= p.Seq && p.Seq-last.Seq <= maxRec {
-				if last.Seq == p.Seq {
-					winOK = true
-				} else {
-					fromWin, winOK = ch.win.since(last)
-				}
-			}
-		})
-		if err != nil {
-			jerr, unavailable := joinError(err)
-			if unavailable {
-				s.release(channel, nil)
-				s.srv.log.Warn("sss: sync subscribe failed", "socket", s.id, "channel", channel, "err", err)
-				fail()
-				return
-			}
-			s.release(channel, nil)
-			results = append(results, protocol.SyncResult{Channel: channel, Err: jerr})
-			continue
-		}
-		if !already {
-			count++
-		}
-		rel := syncRelease{channel: channel, pos: pos}
-		ok := false
-		switch {
-		case recoverable && last.Epoch == pos.Epoch && last.Seq > pos.Seq:
-			// The client saw publications this instance's stream has
-			// not delivered yet (a late relay): recovered if they exist,
-			// and the stream's copies up to lastUid are not sent again.
-			cur, err := s.srv.sc.Position(ctx, channel)
-			if err != nil {
-				rels = append(rels, rel)
-				s.srv.log.Warn("sss: sync position read failed", "socket", s.id, "channel", channel, "err", err)
-				fail()
-				return
-			}
-			if cur.Epoch == last.Epoch && last.Seq <= cur.Seq {
-				ok = true
-				rel.pos = last
-				rel.skipTo = true
-			}
-		case winOK:
-			var recs [][]byte
-			for _, pf := range fromWin {
-				if pf.uid.Seq <= pos.Seq {
-					recs = append(recs, pf.data)
-				}
-			}
-			records, recBytes, ok = addRecords(records, recs, recBytes, budget)
-		case recoverable && last.Epoch == pos.Epoch && last.Seq < pos.Seq && pos.Seq-last.Seq <= maxRec:
-			want := pos.Seq - last.Seq
-			pubs, err := s.srv.sc.Since(ctx, channel, last, int(want))
-			if err != nil && !errors.Is(err, scaler.ErrNotRecoverable) {
-				rels = append(rels, rel)
-				s.srv.log.Warn("sss: sync history read failed", "socket", s.id, "channel", channel, "err", err)
-				fail()
-				return
-			}
-			if err == nil && contiguous(pubs, last, want) {
-				recs := make([][]byte, 0, want)
-				for _, p := range pubs[:want] {
-					recs = append(recs, newPubFrame(p).data)
-				}
-				records, recBytes, ok = addRecords(records, recs, recBytes, budget)
-			}
-		}
-		if !ok {
-			s.srv.log.Debug("sss: sync entry not recoverable", "socket", s.id, "channel", channel,
-				"uid", e.LastUID, "position", pos.String())
-		}
-		if ok {
-			results = append(results, protocol.SyncResult{Channel: channel, OK: true})
-		} else {
-			rel.updateSub = true
-			results = append(results, protocol.SyncResult{Channel: channel,
-				Err: protocol.ErrNotRecoverable("missed publications cannot be recovered")})
-		}
-		rels = append(rels, rel)
 	}
+	records := st.records
 	if records == nil {
 		records = [][]byte{}
 	}
-	reply := protocol.AppendSyncReply(nil, msg.ID, results, records)
+	reply := protocol.AppendSyncReply(nil, msg.ID, st.results, records)
 	s.mu.Lock()
 	s.enqueueLocked(outItem{data: reply, op: opText})
-	for _, r := range rels {
+	for _, r := range st.rels {
 		if r.updateSub {
 			s.enqueueLocked(outItem{data: protocol.AppendUpdateSub(nil, r.channel, r.pos), op: opText})
 		}
@@ -270,6 +184,135 @@ func (s *Socket) handleSync(msg *protocol.Message) {
 		s.releaseLocked(r.channel, &pos)
 	}
 	s.mu.Unlock()
+}
+
+// syncJoin is what joining a channel for a SYNC entry found, under the
+// channel's lock.
+type syncJoin struct {
+	pos     protocol.UID // the channel's position here
+	from    protocol.UID // records start after this uid
+	fromWin []*pubFrame
+	winOK   bool
+}
+
+// syncEntry handles one SYNC entry; false when the backend cannot answer
+// (the channel's hold, if any, is then in st.rels).
+func (s *Socket) syncEntry(st *syncState, e protocol.SyncEntry) bool {
+	channel := e.Channel
+	co, already, perr := s.checkChannel(s.ctx, channel, e.Query, st.count, true)
+	if perr != nil {
+		st.results = append(st.results, protocol.SyncResult{Channel: channel, Err: perr})
+		return true
+	}
+	var last protocol.UID
+	recoverable := e.HasUID
+	if recoverable {
+		var err error
+		if last, err = protocol.ParseUID(e.LastUID); err != nil {
+			recoverable = false
+		}
+	}
+	maxRec := uint64(s.srv.opts.MaxRecovery)
+	var j syncJoin
+	s.hold(channel)
+	err := s.srv.subscribeSocket(s, channel, co, func(ch *hubChannel, p protocol.UID, added bool) {
+		j.pos, j.from = p, last
+		if !added && recoverable && last.Epoch == p.Epoch && last.Seq <= p.Seq {
+			// The socket holds the channel: what it was already sent is
+			// on its way to the client (which has no de-duplication):
+			// recover only what comes after.
+			if sent := s.sentToLocked(channel, p); sent.Seq > j.from.Seq {
+				j.from = sent
+			}
+		}
+		if recoverable && j.from.Epoch == p.Epoch && j.from.Seq <= p.Seq && p.Seq-j.from.Seq <= maxRec {
+			if j.from.Seq == p.Seq {
+				j.winOK = true
+			} else {
+				j.fromWin, j.winOK = ch.win.since(j.from)
+			}
+		}
+	})
+	if err != nil {
+		s.release(channel, nil)
+		jerr, unavailable := joinError(err)
+		if unavailable {
+			s.srv.log.Warn("sss: sync subscribe failed", "socket", s.id, "channel", channel, "err", err)
+			return false
+		}
+		st.results = append(st.results, protocol.SyncResult{Channel: channel, Err: jerr})
+		return true
+	}
+	if !already {
+		st.count++
+	}
+	rel := syncRelease{channel: channel, pos: j.pos}
+	ok, avail := s.syncRecover(st, channel, recoverable, last, &j, &rel)
+	st.rels = append(st.rels, rel)
+	if !avail {
+		return false
+	}
+	if ok {
+		st.results = append(st.results, protocol.SyncResult{Channel: channel, OK: true})
+		return true
+	}
+	s.srv.log.Debug("sss: sync entry not recoverable", "socket", s.id, "channel", channel,
+		"uid", e.LastUID, "position", j.pos.String())
+	st.rels[len(st.rels)-1].updateSub = true
+	st.results = append(st.results, protocol.SyncResult{Channel: channel,
+		Err: protocol.ErrNotRecoverable("missed publications cannot be recovered")})
+	return true
+}
+
+// syncRecover adds the records of one joined SYNC entry: ok when the
+// entry is recovered, avail false when the backend cannot answer.
+func (s *Socket) syncRecover(st *syncState, channel string, recoverable bool, last protocol.UID, j *syncJoin, rel *syncRelease) (ok, avail bool) {
+	pos, from := j.pos, j.from
+	maxRec := uint64(s.srv.opts.MaxRecovery)
+	switch {
+	case recoverable && last.Epoch == pos.Epoch && last.Seq > pos.Seq:
+		// The client saw publications this instance's stream has not
+		// delivered yet (a late relay): recovered if they exist, and the
+		// stream's copies up to lastUid are not sent again.
+		ctx, cancel := s.backend()
+		cur, err := s.srv.sc.Position(ctx, channel)
+		cancel()
+		if err != nil {
+			s.srv.log.Warn("sss: sync position read failed", "socket", s.id, "channel", channel, "err", err)
+			return false, false
+		}
+		if cur.Epoch == last.Epoch && last.Seq <= cur.Seq {
+			rel.pos, rel.skipTo = last, true
+			return true, true
+		}
+	case j.winOK:
+		var recs [][]byte
+		for _, pf := range j.fromWin {
+			if pf.uid.Seq <= pos.Seq {
+				recs = append(recs, pf.data)
+			}
+		}
+		st.records, st.recBytes, ok = addRecords(st.records, recs, st.recBytes, st.budget)
+		return ok, true
+	case recoverable && from.Epoch == pos.Epoch && from.Seq < pos.Seq && pos.Seq-from.Seq <= maxRec:
+		want := pos.Seq - from.Seq
+		ctx, cancel := s.backend()
+		pubs, err := s.srv.sc.Since(ctx, channel, from, int(want))
+		cancel()
+		if err != nil && !errors.Is(err, scaler.ErrNotRecoverable) {
+			s.srv.log.Warn("sss: sync history read failed", "socket", s.id, "channel", channel, "err", err)
+			return false, false
+		}
+		if err == nil && contiguous(pubs, from, want) {
+			recs := make([][]byte, 0, want)
+			for _, p := range pubs[:want] {
+				recs = append(recs, newPubFrame(p).data)
+			}
+			st.records, st.recBytes, ok = addRecords(st.records, recs, st.recBytes, st.budget)
+			return ok, true
+		}
+	}
+	return false, true
 }
 
 // addRecords appends one channel's records when they fit the budget.

@@ -81,14 +81,17 @@ func (w *wheel) close() {
 }
 
 // heartbeat is the wheel's beat: close a socket that did not answer the
-// previous "h" with 4003, else queue an "h" ahead of its data.
+// previous "h" with 4003, else queue an "h" ahead of its data. A socket
+// whose reader waited for its own inbox since the last beat (so the
+// answer may be unread) gets one more interval.
 func heartbeat(s *Socket) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closing {
 		return false
 	}
-	if s.hbOutstanding.Load() {
+	grace := s.hbGrace.Swap(false) || s.readWait.Load()
+	if s.hbOutstanding.Load() && !grace {
 		s.closeLocked(protocol.CloseHeartbeatTimeout, "heartbeat not answered")
 		return false
 	}

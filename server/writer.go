@@ -434,17 +434,22 @@ func (s *Socket) overflowLocked() {
 	}
 	s.heldN = 0
 	s.srv.stats.slowCloses.Add(1)
-	s.srv.emit(Event{Kind: EventSlowConsumer, Socket: s.id})
+	// Under s.mu (and maybe a channel's lock): OnEvent runs elsewhere.
+	s.srv.emitAsync(Event{Kind: EventSlowConsumer, Socket: s.id})
 	s.closeLocked(protocol.CloseSlowConsumer, "send queue overflow")
 }
 
 // closeLocked queues a close frame after what is queued; later frames are
-// refused. The writer closes the connection right after writing it.
+// refused, and the socket's backend calls end. The writer closes the
+// connection right after writing it.
 func (s *Socket) closeLocked(code int, reason string) {
 	if s.closing {
 		return
 	}
 	s.closing = true
+	if s.bcancel != nil {
+		s.bcancel()
+	}
 	s.closeCode = code
 	s.closeReason = protocol.TruncateReason(reason)
 	if code == 0 || code == websocket.CloseNoStatusReceived {
