@@ -115,12 +115,24 @@ func run(addr string, cfg config) error {
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), max(cfg.spread, 0)+10*time.Second)
 	defer cancel()
-	// The listener first, so the port is free for a restart at once
-	// (WebSockets are hijacked: hs.Shutdown does not wait for them), then
-	// the sockets, closed with 1001 over the spread.
-	herr := hs.Shutdown(sctx)
-	if err := app.srv.Shutdown(sctx); err != nil {
-		return fmt.Errorf("shutdown: %w", err)
+	// The listener first, so the port is free for a restart at once; then
+	// the sockets, closed with 1001 over the spread. hs.Shutdown does not
+	// wait for WebSockets (hijacked), but does wait for connections a
+	// browser opened ahead and never used: give plain requests still under
+	// way a second, then close what is left.
+	_ = ln.Close()
+	hdone := make(chan error, 1)
+	go func() { hdone <- hs.Shutdown(sctx) }()
+	serr := app.srv.Shutdown(sctx)
+	var herr error
+	select {
+	case herr = <-hdone:
+	case <-time.After(time.Second):
+		_ = hs.Close()
+		herr = <-hdone
+	}
+	if serr != nil {
+		return fmt.Errorf("shutdown: %w", serr)
 	}
 	if herr != nil && !errors.Is(herr, http.ErrServerClosed) {
 		return fmt.Errorf("http shutdown: %w", herr)

@@ -414,7 +414,13 @@ export class Client {
     };
     ws.onmessage = (ev) => this._onMessage(cn, ev.data);
     ws.onclose = (ev) => this._onClose(cn, ev.code, ev.reason);
-    ws.onerror = () => {}; // a close event follows
+    ws.onerror = () => {
+      // Browsers follow an error with a close event; Node's WebSocket
+      // does not when the connection could not be made.
+      setTimeout(() => {
+        if (!cn.dead && ws.readyState !== 1) this._onClose(cn, 1006, "connection failed");
+      }, 0);
+    };
   }
 
   _send(cn, obj) {
@@ -518,7 +524,7 @@ export class Client {
     clearTimeout(cn.hsTimer);
     clearTimeout(cn.closeTimer);
     this._stopHeartbeat(cn);
-    cn.ws.onopen = cn.ws.onmessage = cn.ws.onclose = null;
+    cn.ws.onopen = cn.ws.onmessage = cn.ws.onclose = cn.ws.onerror = null;
     if (this._conn === cn) this._conn = null;
     this._failRequests(cn);
     if (this._suspended) return; // page hidden: pageshow reconnects
@@ -548,13 +554,13 @@ export class Client {
   _attemptFailed(cn, code, reason) {
     const info = { code, reason: reason || "" };
     const live = cn !== null && !cn.handshaking;
-    if (this._begun) this._markDropped();
     if (live) {
       this._attempt = 0;
       this._setStatus(Status.DROPPED_RETRYING, info);
     } else {
       this._attempt++;
     }
+    if (this._begun) this._markDropped();
     const kind = this._begun ? "reconnect_failed" : "start_failed";
     const status = this._begun ? Status.RECONNECT_FAILED : Status.START_FAILED;
     if (!this._opts.autoReconnect) {
@@ -963,17 +969,18 @@ export class Client {
 
   _lifecycle() {
     if (!this._opts.pageLifecycle || typeof window === "undefined" || typeof window.addEventListener !== "function") return;
+    this._win = window;
     this._onHide = () => this._pageHide();
     this._onShow = () => this._pageShow();
-    window.addEventListener("pagehide", this._onHide);
-    window.addEventListener("pageshow", this._onShow);
+    this._win.addEventListener("pagehide", this._onHide);
+    this._win.addEventListener("pageshow", this._onShow);
   }
 
   _unlifecycle() {
-    if (!this._onHide) return;
-    window.removeEventListener("pagehide", this._onHide);
-    window.removeEventListener("pageshow", this._onShow);
-    this._onHide = this._onShow = null;
+    if (!this._win) return;
+    this._win.removeEventListener("pagehide", this._onHide);
+    this._win.removeEventListener("pageshow", this._onShow);
+    this._win = this._onHide = this._onShow = null;
   }
 
   // _pageHide closes the connection when the page is left (or goes into
