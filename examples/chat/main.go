@@ -134,7 +134,8 @@ func run(addr string, cfg config) error {
 	if serr != nil {
 		return fmt.Errorf("shutdown: %w", serr)
 	}
-	if herr != nil && !errors.Is(herr, http.ErrServerClosed) {
+	// The listener was closed above: hs.Shutdown's own close of it fails.
+	if herr != nil && !errors.Is(herr, http.ErrServerClosed) && !errors.Is(herr, net.ErrClosed) {
 		return fmt.Errorf("http shutdown: %w", herr)
 	}
 	log.Info("stopped")
