@@ -192,7 +192,7 @@ export declare class Client {
   onError(fn: (error: SSSError) => void): Off;
   /** Rejects with SSSError: the server's code, or timeout, connection_lost, not_connected. */
   ask<R = any>(topic: string, msg?: JSONValue | object, options?: { timeout?: number }): Promise<R>;
-  /** Throws SSSError "not_connected" when the client is not ready (nothing is queued). */
+  /** Throws SSSError "not_connected" when the client is not connected (nothing is queued). */
   tell(topic: string, msg?: JSONValue | object): void;
   subscribe<Q = JSONValue>(channel: string, options?: SubscribeOptions<Q>): Promise<Subscription>;
   close(): Promise<void>;

@@ -12,9 +12,10 @@
 // It reconnects by itself (exponential backoff, full jitter) and recovers
 // every subscription by SYNC: each ends "active" (what was missed was
 // delivered, in order, once), "not_recoverable" (live again, but the app
-// must reload that channel) or "refused". While the client is not ready,
-// ask, subscribe and tell fail at once with an SSSError of code
-// "not_connected" (nothing is queued); `whenReady()` waits.
+// must reload that channel) or "refused". While the client is not
+// connected, ask and subscribe reject and tell throws at once, with an
+// SSSError of code "not_connected" (nothing is queued); `whenReady()`
+// waits for the next ready.
 
 const SYS = {
   SUBSCRIBE: 1, UNSUBSCRIBE: 2, BEGIN: 3, SYNC: 4, ASK: 5, TELL: 6,
@@ -293,7 +294,7 @@ export class Client {
   /**
    * ask sends an ASK and resolves with the response's msg; it rejects with
    * an SSSError: the server's code, or timeout, connection_lost or
-   * not_connected (the client was not ready: nothing was sent).
+   * not_connected (the client was not connected: nothing was sent).
    */
   ask(topic, msg, options = {}) {
     const cn = this._readyConn();
@@ -315,7 +316,7 @@ export class Client {
 
   /**
    * tell sends a TELL (no reply). It throws an SSSError of code
-   * not_connected when the client is not ready: nothing is queued.
+   * not_connected when the client is not connected: nothing is queued.
    */
   tell(topic, msg) {
     const cn = this._readyConn();
@@ -637,8 +638,12 @@ export class Client {
     for (const fn of [...this._statusFns]) safeCall(this, fn, [status, old, info]);
   }
 
+  // _readyConn returns the connection requests may use: one whose BEGIN
+  // or SYNC was answered (listeners called while the SYNC reply is
+  // applied may already ask), and that is not closing.
   _readyConn() {
-    return this._status === Status.READY && this._conn && !this._conn.dead && !this._conn.handshaking ? this._conn : null;
+    const cn = this._conn;
+    return cn && !cn.dead && !cn.handshaking && !cn.closeSent ? cn : null;
   }
 
   _notConnected(what) {
