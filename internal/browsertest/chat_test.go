@@ -137,14 +137,38 @@ func waitDone(t *testing.T, done <-chan error) {
 	}
 }
 
-// expectMessages waits until the page shows n messages, then checks that
-// they are want exactly, in order.
+// expectMessages waits until the page shows as many messages as want,
+// then checks that they are want exactly, in order; on a timeout it says
+// which are missing or repeated.
 func expectMessages(t *testing.T, p *page, want []string) {
 	t.Helper()
-	p.waitFor(wait, fmt.Sprintf("%d messages", len(want)), fmt.Sprintf(`document.querySelectorAll("#messages li").length >= %d`, len(want)))
-	if got := p.messages(); !slices.Equal(got, want) {
-		t.Fatalf("page %s shows %d messages %v, want exactly %d in order (first %q, last %q)", p.name, len(got), abbreviate(got), len(want), want[0], want[len(want)-1])
+	deadline := time.Now().Add(wait)
+	var got []string
+	for {
+		got = p.messages()
+		if len(got) >= len(want) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
+	if slices.Equal(got, want) {
+		return
+	}
+	seen := map[string]int{}
+	for _, g := range got {
+		seen[g]++
+	}
+	var missing, repeated []string
+	for _, w := range want {
+		switch seen[w] {
+		case 0:
+			missing = append(missing, w)
+		case 1:
+		default:
+			repeated = append(repeated, w)
+		}
+	}
+	t.Fatalf("page %s shows %d messages %v, want exactly %d in order; missing %v, repeated %v", p.name, len(got), abbreviate(got), len(want), abbreviate(missing), abbreviate(repeated))
 }
 
 func abbreviate(s []string) []string {
