@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -216,6 +217,22 @@ func TestChatCluster(t *testing.T) {
 		alice.waitFor(wait, "bob's join in alice's member list", `document.querySelector('#members li[data-user="bob"]')`)
 		bob.waitFor(wait, "alice in bob's member list", `document.querySelector('#members li[data-user="alice"]')`)
 
+		// Switching rooms in the page keeps one connection: the state
+		// stays live (nothing stale from the room left).
+		alice.eval(`(() => { const f = document.querySelector("#newroom"); f.room.value = `+jsString(room+"x")+`; f.requestSubmit(); })()`, nil)
+		alice.waitFor(wait, "the other room", `document.querySelector("#room-title").textContent === `+jsString("#"+room+"x")+` && document.querySelector("#state").dataset.state === "live"`)
+		alice.eval(`(() => { const f = document.querySelector("#newroom"); f.room.value = `+jsString(room)+`; f.requestSubmit(); })()`, nil)
+		alice.waitFor(wait, "back in the room", `document.querySelector("#room-title").textContent === `+jsString("#"+room)+` && document.querySelector("#state").dataset.state === "live"`)
+		if st := alice.states(); !slices.Equal(st, []string{"connecting", "live", "connecting", "live", "connecting", "live"}) {
+			t.Fatalf("alice's page showed %v while switching rooms", st)
+		}
+		var conns int
+		alice.eval(`chatClient.stats.reconnects`, &conns)
+		if conns != 0 {
+			t.Fatalf("switching rooms reconnected %d times", conns)
+		}
+		alice.waitFor(wait, "bob in alice's member list again", `document.querySelector('#members li[data-user="bob"]')`)
+
 		alice.post("hello bob")
 		bob.waitFor(wait, "alice's message on bob's page", `[...document.querySelectorAll("#messages li")].some(li => li.textContent.includes("alice") && li.textContent.includes("hello bob"))`)
 		alice.waitFor(wait, "alice's message on her page", `document.querySelectorAll("#messages li").length === 1`)
@@ -322,7 +339,35 @@ func TestChatNewEpoch(t *testing.T) {
 	dave.post("before the restart")
 	dave.waitFor(wait, "the first message", `document.querySelectorAll("#messages li").length === 1`)
 
-	chat.restart()
+	// While the chat is down the page says so, Send is disabled, and a
+	// message submitted anyway is kept with an error, not dropped.
+	if err := chat.stop(); err != nil {
+		t.Fatal(err)
+	}
+	dave.waitFor(wait, "the reconnecting state", `document.querySelector("#state").dataset.state === "reconnecting"`)
+	var offline struct {
+		Disabled bool   `json:"disabled"`
+		Kept     string `json:"kept"`
+		Notice   string `json:"notice"`
+		Label    string `json:"label"`
+	}
+	dave.eval(`(() => {
+		const f = document.querySelector("#post");
+		f.text.value = "typed while offline";
+		f.requestSubmit();
+		return {
+			disabled: f.querySelector("button").disabled,
+			kept: f.text.value,
+			notice: document.querySelector("#notice").textContent,
+			label: document.querySelector("#state").textContent,
+		};
+	})()`, &offline)
+	if !offline.Disabled || offline.Kept != "typed while offline" || !strings.Contains(offline.Notice, "not connected") {
+		t.Fatalf("while the chat is down: %+v, want Send disabled, the text kept and a not-connected notice", offline)
+	}
+	t.Logf("while the chat is down the page shows %q", offline.Label)
+	dave.eval(`document.querySelector("#post").text.value = ""`, nil)
+	chat.start()
 	dave.waitFor(wait, "live again after the restart", `window.chatStates.length >= 4 && document.querySelector("#state").dataset.state === "live"`)
 	if states := dave.states(); !subsequence(states, []string{"live", "reconnecting", "not-recoverable", "live"}) {
 		t.Fatalf("dave's page showed %v, want live, reconnecting, not-recoverable, live", states)
