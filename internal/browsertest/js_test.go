@@ -22,9 +22,8 @@ func TestJSClient(t *testing.T) {
 	f := startFixture(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, node,
-		"--experimental-websocket", "--experimental-detect-module", "--no-warnings",
-		"--test", "--test-concurrency=1", "--test-reporter=spec", "js/")
+	args := append(nodeFlags(t, node), "--no-warnings", "--test", "--test-concurrency=1", "--test-reporter=spec", "js/")
+	cmd := exec.CommandContext(ctx, node, args...)
 	cmd.Env = append(os.Environ(), "SSS_FIXTURE="+f.hs.URL)
 	cmd.WaitDelay = 5 * time.Second
 	out := logLines(t, "node")
@@ -34,6 +33,28 @@ func TestJSClient(t *testing.T) {
 	if err != nil {
 		t.Fatalf("node --test: %v (its output is above)", err)
 	}
+}
+
+// nodeFlags returns the flags this node needs for the tests: a global
+// WebSocket (behind --experimental-websocket in Node 20 and 21) and ES
+// module syntax in sss.js, a .js file outside any package.json (detected
+// without a flag from Node 22.7 on).
+func nodeFlags(t *testing.T, node string) []string {
+	t.Helper()
+	works := func(args ...string) bool {
+		return exec.Command(node, append(args, "-e", "if (typeof WebSocket !== 'function') process.exit(3)")...).Run() == nil
+	}
+	var flags []string
+	if !works() {
+		if !works("--experimental-websocket") {
+			t.Fatalf("%s has no WebSocket, even with --experimental-websocket: Node.js 20 or later is needed", node)
+		}
+		flags = append(flags, "--experimental-websocket")
+	}
+	if works(append(flags, "--experimental-detect-module")...) {
+		flags = append(flags, "--experimental-detect-module")
+	}
+	return flags
 }
 
 // lookPath finds a program the test needs, failing (or skipping with
