@@ -99,10 +99,12 @@ func (f *fixture) newServer() (*server.Server, *scaler.Memory) {
 			}
 			return nil, nil
 		},
-		CheckOrigin:        func(*http.Request) bool { return true },
-		DefaultChannel:     server.ChannelOptions{Presence: true},
-		HeartbeatInterval:  time.Second,
-		HeartbeatThreshold: 300 * time.Millisecond,
+		CheckOrigin:    func(*http.Request) bool { return true },
+		DefaultChannel: server.ChannelOptions{Presence: true},
+		// A lost heartbeat is noticed by the client after 3 s, a second
+		// before the server would close with 4003 (after 2 intervals).
+		HeartbeatInterval:  2 * time.Second,
+		HeartbeatThreshold: time.Second,
 		MaxRecovery:        50,
 		ShutdownSpread:     -1,
 		ShutdownCloseCode:  protocol.CloseServiceRestart,
