@@ -6,6 +6,8 @@
 # Environment:
 #   SSS_FUZZEXECS  executions per fuzz target (default: each target's budget
 #                  below, about 10 s of this 2-core machine; 0 skips fuzzing)
+#   SSS_BROWSER_TESTS  0 skips the browser client's section (Chromium, node,
+#                  tsc; default 1; CI runs it)
 #   SSS_TEST_TIMEOUT  go test -timeout (default 15m)
 #   SSS_TEST_PKGS  packages to vet and test (default ./...; CI uses the default)
 set -euo pipefail
@@ -70,6 +72,42 @@ echo "ok"
 
 section "go test -race -count=1 -timeout $timeout ${pkgs[*]}"
 go test -race -count=1 -timeout "$timeout" "${pkgs[@]}" || fail "go test"
+
+section "browser client: tsc, JavaScript and Chromium tests (internal/browsertest)"
+if [ "${SSS_BROWSER_TESTS:-1}" = "0" ]; then
+	echo "skipped (SSS_BROWSER_TESTS=0)"
+else
+	t0=$SECONDS
+	if ! command -v chromium >/dev/null 2>&1; then
+		echo "chromium missing: installing the chromium package"
+		sudo=""
+		if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+		$sudo apt-get update
+		DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends chromium
+	fi
+	chromium --version 2>/dev/null
+	command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || fail "node and npm (Node.js 20 or later) are needed"
+	node_major="$(node -p 'process.versions.node.split(".")[0]')"
+	[ "$node_major" -ge 20 ] || fail "Node.js $(node --version) is too old: the JavaScript tests need 20 or later"
+	echo "node $(node --version), npm $(npm --version)"
+	t1=$SECONDS
+	echo "tools ready in $((t1 - t0)) s"
+	(
+		cd internal/browsertest/js
+		npm ci --no-audit --no-fund --loglevel=error
+		npx --no-install tsc --noEmit -p .
+	) || fail "tsc --noEmit (internal/browsertest/js/usage.ts against server/sssjs/sss.d.ts)"
+	t2=$SECONDS
+	echo "npm ci + tsc --noEmit: ok in $((t2 - t1)) s"
+	(
+		cd internal/browsertest
+		go vet ./...
+		go test -race -count=1 -timeout 10m -v ./... 2>&1 | grep -v '^=== \(RUN\|PAUSE\|CONT\)'
+		exit "${PIPESTATUS[0]}"
+	) || fail "browser and JavaScript tests (screenshots of failed pages: see the log above)"
+	t3=$SECONDS
+	echo "browser and JavaScript tests: ok in $((t3 - t2)) s; section total $((t3 - t0)) s"
+fi
 
 section "fuzz (execution-count budgets)"
 # Budgets are execution counts, not durations: a -fuzztime duration races

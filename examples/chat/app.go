@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
+	"sort"
 	"strings"
 	"time"
 
@@ -52,6 +53,8 @@ func newApp(sc scaler.Scaler, cfg config) (*app, error) {
 	srv.HandleAsk("members", a.members)
 	srv.HandleAsk("announce", a.announce)
 	srv.HandleAsk("kick", a.kick)
+	srv.HandleAsk("history", a.history)
+	srv.HandleAsk("who", a.who)
 	srv.HandleTell("post", a.post)
 	srv.HandleTell("dm", a.dm)
 
@@ -61,6 +64,8 @@ func newApp(sc scaler.Scaler, cfg config) (*app, error) {
 		_, _ = w.Write(indexHTML)
 	})
 	a.mux.Handle("GET /ready", srv.ReadyHandler())
+	a.mux.Handle("GET /sss.js", server.ClientScriptHandler())
+	a.mux.Handle("GET /sss.d.ts", server.ClientScriptHandler())
 	return a, nil
 }
 
@@ -209,4 +214,89 @@ func (a *app) dm(ctx context.Context, sock *server.Socket, msg json.RawMessage) 
 		a.log.Warn("chat: dm failed", "socket", sock.ID(), "user", m.To, "err", err)
 		_ = sock.Tell("error", &protocol.Error{Name: "Unavailable", Message: "could not send, retry", Code: protocol.CodeUnavailable})
 	}
+}
+
+// maxHistory bounds the history ask's limit.
+const maxHistory = 100
+
+// historyTimeout bounds the backend read of one history ask.
+const historyTimeout = 10 * time.Second
+
+// historyItem is one publication in the history ask's answer.
+type historyItem struct {
+	UID   string          `json:"uid"`
+	Topic string          `json:"topic"`
+	Msg   json.RawMessage `json:"msg"`
+	Time  time.Time       `json:"time,omitzero"` // when it was stored
+}
+
+// history answers {"room":R,"limit":N} with the room's last N (at most
+// 100; 0 or absent means 100) publications, oldest first, with their uids:
+// a page shows them, then subscribes from the newest uid.
+func (a *app) history(ctx context.Context, _ *server.Socket, msg json.RawMessage) (any, error) {
+	var m struct {
+		Room  string `json:"room"`
+		Limit int    `json:"limit"`
+	}
+	if err := json.Unmarshal(msg, &m); err != nil || !validRoom(m.Room) || m.Limit < 0 {
+		return nil, badRequest("history wants {\"room\":\"<name>\",\"limit\":<1..100>}")
+	}
+	if m.Limit == 0 || m.Limit > maxHistory {
+		m.Limit = maxHistory
+	}
+	ctx, cancel := context.WithTimeout(ctx, historyTimeout)
+	defer cancel()
+	pubs, err := a.srv.Scaler().History(ctx, m.Room, m.Limit)
+	if err != nil {
+		a.log.Warn("chat: history failed", "channel", m.Room, "err", err)
+		return nil, &protocol.Error{Name: "Unavailable", Message: "history is unavailable, retry", Code: protocol.CodeUnavailable}
+	}
+	out := make([]historyItem, 0, len(pubs))
+	for _, p := range pubs {
+		out = append(out, historyItem{UID: p.UID.String(), Topic: p.Topic, Msg: p.Msg, Time: p.Time})
+	}
+	return out, nil
+}
+
+// whoEntry is one user in the who ask's answer; User is null for the
+// anonymous sockets.
+type whoEntry struct {
+	User    *string `json:"user"`
+	Sockets int     `json:"sockets"`
+}
+
+// who answers {"room":R} with the room's members on every instance: each
+// user with its number of sockets, sorted, the anonymous ones last.
+func (a *app) who(ctx context.Context, _ *server.Socket, msg json.RawMessage) (any, error) {
+	var m struct {
+		Room string `json:"room"`
+	}
+	if err := json.Unmarshal(msg, &m); err != nil || !validRoom(m.Room) {
+		return nil, badRequest("who wants {\"room\":\"<name>\"}")
+	}
+	ctx, cancel := context.WithTimeout(ctx, historyTimeout)
+	defer cancel()
+	members, err := a.srv.Presence(ctx, m.Room)
+	if err != nil {
+		a.log.Warn("chat: who failed", "channel", m.Room, "err", err)
+		return nil, &protocol.Error{Name: "Unavailable", Message: "presence is unavailable, retry", Code: protocol.CodeUnavailable}
+	}
+	counts := map[string]int{}
+	anonymous := 0
+	for _, mb := range members {
+		if mb.User == "" {
+			anonymous++
+		} else {
+			counts[mb.User]++
+		}
+	}
+	out := make([]whoEntry, 0, len(counts)+1)
+	for u, n := range counts {
+		out = append(out, whoEntry{User: &u, Sockets: n})
+	}
+	sort.Slice(out, func(i, j int) bool { return *out[i].User < *out[j].User })
+	if anonymous > 0 {
+		out = append(out, whoEntry{Sockets: anonymous})
+	}
+	return out, nil
 }

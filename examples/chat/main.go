@@ -1,7 +1,12 @@
 // Command chat is the sss example chat server (its contract: CHAT.md).
 //
 //	go run ./examples/chat                 # http://localhost:8080
-//	go run ./examples/chat -addr :9000 -hb 10s
+//	go run ./examples/chat -addr :9000 -hb 10s -shutdown-spread 0
+//
+// SIGINT or SIGTERM stops it: the listener closes first (the port is free
+// for a restart at once), then the open sockets are closed with 1001 over
+// -shutdown-spread (default 1s) so their clients reconnect at different
+// times; a second signal exits at once.
 //
 // Rooms are channels with presence events; users post with the "post"
 // tell and send direct messages with "dm". With MONGO_URI and REDIS_URL in
@@ -37,17 +42,44 @@ var indexHTML []byte
 func main() {
 	addr := flag.String("addr", ":8080", "listen address HOST:PORT")
 	hb := flag.Duration("hb", 30*time.Second, "heartbeat interval (0 turns heartbeats off)")
+	spread := flag.Duration("shutdown-spread", time.Second, "on SIGINT/SIGTERM, close the open sockets over this period (0: all at once)")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	if err := run(*addr, *hb, log); err != nil {
+	if err := run(*addr, config{hb: *hb, spread: spreadOption(*spread), log: log}); err != nil {
 		log.Error("chat", "err", err)
 		os.Exit(1)
 	}
 }
 
-func run(addr string, hb time.Duration, log *slog.Logger) error {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+// spreadOption maps the -shutdown-spread flag to server.Options'
+// ShutdownSpread, where 0 means the default and negative all at once.
+func spreadOption(d time.Duration) time.Duration {
+	if d <= 0 {
+		return -1
+	}
+	return d
+}
+
+// onSignals returns a context cancelled by the first SIGINT or SIGTERM; a
+// second one exits the process at once.
+func onSignals(log *slog.Logger) context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		s := <-sigs
+		log.Info("shutting down: a second signal exits at once", "signal", s.String())
+		cancel()
+		s = <-sigs
+		log.Warn("second signal: exiting now", "signal", s.String())
+		os.Exit(1)
+	}()
+	return ctx
+}
+
+func run(addr string, cfg config) error {
+	log := cfg.log
+	ctx := onSignals(log)
 
 	var sc scaler.Scaler
 	if mongoURI, redisURL := os.Getenv("MONGO_URI"), os.Getenv("REDIS_URL"); mongoURI != "" && redisURL != "" {
@@ -64,7 +96,7 @@ func run(addr string, hb time.Duration, log *slog.Logger) error {
 		log.Info("using the mongoredis scaler")
 	}
 
-	app, err := newApp(sc, config{hb: hb, log: log})
+	app, err := newApp(sc, cfg)
 	if err != nil {
 		return err
 	}
@@ -81,15 +113,33 @@ func run(addr string, hb time.Duration, log *slog.Logger) error {
 		return err
 	case <-ctx.Done():
 	}
-	log.Info("shutting down")
-	sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	sctx, cancel := context.WithTimeout(context.Background(), max(cfg.spread, 0)+10*time.Second)
 	defer cancel()
-	// Sockets first (spread closes with 1001), then the HTTP server.
+	// The listener first, so the port is free for a restart at once; then
+	// the sockets, closed with 1001 over the spread. hs.Shutdown does not
+	// wait for WebSockets (hijacked), but does wait for connections a
+	// browser opened ahead and never used: give plain requests still under
+	// way a second, then close what is left.
+	_ = ln.Close()
+	hdone := make(chan error, 1)
+	go func() { hdone <- hs.Shutdown(sctx) }()
 	serr := app.srv.Shutdown(sctx)
-	if err := hs.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return err
+	var herr error
+	select {
+	case herr = <-hdone:
+	case <-time.After(time.Second):
+		_ = hs.Close()
+		herr = <-hdone
 	}
-	return serr
+	if serr != nil {
+		return fmt.Errorf("shutdown: %w", serr)
+	}
+	// The listener was closed above: hs.Shutdown's own close of it fails.
+	if herr != nil && !errors.Is(herr, http.ErrServerClosed) && !errors.Is(herr, net.ErrClosed) {
+		return fmt.Errorf("http shutdown: %w", herr)
+	}
+	log.Info("stopped")
+	return nil
 }
 
 // displayAddr turns a listen address into one a browser can open.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/sss-go/sss/protocol"
+	"github.com/sss-go/sss/server"
 )
 
 const timeout = 20 * time.Second
@@ -159,7 +160,7 @@ func TestPage(t *testing.T) {
 	}
 	body, _ := io.ReadAll(res.Body)
 	res.Body.Close()
-	if res.StatusCode != 200 || !strings.Contains(string(body), "new WebSocket") || !strings.HasPrefix(res.Header.Get("Content-Type"), "text/html") {
+	if res.StatusCode != 200 || !strings.Contains(string(body), `from "/sss.js"`) || !strings.HasPrefix(res.Header.Get("Content-Type"), "text/html") {
 		t.Fatalf("GET / = %d %q", res.StatusCode, res.Header.Get("Content-Type"))
 	}
 }
@@ -348,4 +349,143 @@ func TestAdmin(t *testing.T) {
 		t.Fatalf("eve closed with %d %q", code, reason)
 	}
 	anon.ask("echo", "1") // still connected
+}
+
+func TestHistory(t *testing.T) {
+	a, base := startChat(t)
+	c, _ := dial(t, base, "user=alice", "")
+	if got := string(c.ask("history", `{"room":"empty","limit":5}`).Msg); got != "[]" {
+		t.Fatalf("history of an empty room = %s, want []", got)
+	}
+	c.subscribe("hist")
+	var uids []string
+	for i := 1; i <= 3; i++ {
+		c.send(`{"sys":6,"topic":"post","msg":{"room":"hist","text":"m` + strconv.Itoa(i) + `"}}`)
+		f := c.next()
+		if f.Sys != protocol.SysFeed {
+			t.Fatalf("post %d: got %+v", i, f)
+		}
+		uids = append(uids, f.UID)
+	}
+	type item struct {
+		UID   string          `json:"uid"`
+		Topic string          `json:"topic"`
+		Msg   json.RawMessage `json:"msg"`
+		Time  time.Time       `json:"time"`
+	}
+	decode := func(m *protocol.Message) []item {
+		t.Helper()
+		if m.Err != nil {
+			t.Fatalf("history: %+v", m.Err)
+		}
+		var items []item
+		if err := json.Unmarshal(m.Msg, &items); err != nil {
+			t.Fatalf("history answered %s: %v", m.Msg, err)
+		}
+		return items
+	}
+	items := decode(c.ask("history", `{"room":"hist","limit":2}`))
+	if len(items) != 2 || items[0].UID != uids[1] || items[1].UID != uids[2] {
+		t.Fatalf("history limit 2 = %+v, want the uids %v", items, uids[1:])
+	}
+	if items[1].Topic != "message" || string(items[1].Msg) != `{"text":"m3","user":"alice"}` || items[1].Time.IsZero() {
+		t.Fatalf("history item %+v (msg %s)", items[1], items[1].Msg)
+	}
+	if items := decode(c.ask("history", `{"room":"hist"}`)); len(items) != 3 || items[0].UID != uids[0] {
+		t.Fatalf("history without limit = %+v, want all 3", items)
+	}
+
+	// At most 100, the newest, oldest first.
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var last protocol.UID
+	for i := range 120 {
+		uid, err := a.srv.Publish(ctx, "big", "message", map[string]any{"text": strconv.Itoa(i + 1), "user": nil}, server.PublishOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = uid
+	}
+	big := decode(c.ask("history", `{"room":"big","limit":1000}`))
+	if len(big) != 100 || big[99].UID != last.String() || string(big[0].Msg) != `{"text":"21","user":null}` {
+		t.Fatalf("history limit 1000: %d items, first %s, last %s (want 100, text 21 first, %s last)", len(big), big[0].Msg, big[len(big)-1].UID, last)
+	}
+	for _, bad := range []string{`{"limit":5}`, `{"room":"_x"}`, `{"room":"a b"}`, `{"room":"big","limit":-1}`, `"big"`} {
+		if m := c.ask("history", bad); m.Err == nil || m.Err.Code != protocol.CodeBadRequest {
+			t.Fatalf("history %s answered %+v", bad, m)
+		}
+	}
+}
+
+func TestWho(t *testing.T) {
+	_, base := startChat(t)
+	a, _ := dial(t, base, "user=alice", "")
+	a2, _ := dial(t, base, "user=alice", "")
+	b, _ := dial(t, base, "user=bob", "")
+	anon, _ := dial(t, base, "", "")
+	for _, c := range []*conn{a, a2, b, anon} {
+		c.subscribe("room")
+	}
+	want := `[{"user":"alice","sockets":2},{"user":"bob","sockets":1},{"user":null,"sockets":1}]`
+	var got string
+	testutilWait(t, func() bool {
+		got = string(a.ask("who", `{"room":"room"}`).Msg)
+		return got == want
+	})
+	if got != want {
+		t.Fatalf("who = %s, want %s", got, want)
+	}
+	if got := string(a.ask("who", `{"room":"nobody"}`).Msg); got != "[]" {
+		t.Fatalf("who of an empty room = %s", got)
+	}
+	if m := a.ask("who", `{}`); m.Err == nil || m.Err.Code != protocol.CodeBadRequest {
+		t.Fatalf("who without room answered %+v", m)
+	}
+}
+
+// testutilWait polls cond for up to timeout: presence is eventually
+// consistent with the subscribe replies.
+func testutilWait(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestClientScript(t *testing.T) {
+	_, base := startChat(t)
+	for _, tt := range []struct{ path, typ, body string }{
+		{"/sss.js", "text/javascript; charset=utf-8", "export function connect("},
+		{"/sss.d.ts", "application/typescript; charset=utf-8", "export declare function connect("},
+	} {
+		res, err := http.Get(base + tt.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		etag := res.Header.Get("ETag")
+		if res.StatusCode != 200 || res.Header.Get("Content-Type") != tt.typ || etag == "" || !strings.Contains(string(body), tt.body) {
+			t.Fatalf("GET %s = %d %q etag %q", tt.path, res.StatusCode, res.Header.Get("Content-Type"), etag)
+		}
+		req, _ := http.NewRequest(http.MethodGet, base+tt.path, nil)
+		req.Header.Set("If-None-Match", etag)
+		res, err = http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusNotModified {
+			t.Fatalf("GET %s with If-None-Match %s = %d, want 304", tt.path, etag, res.StatusCode)
+		}
+	}
+}
+
+func TestSpreadOption(t *testing.T) {
+	for in, want := range map[time.Duration]time.Duration{0: -1, -time.Second: -1, time.Second: time.Second} {
+		if got := spreadOption(in); got != want {
+			t.Fatalf("spreadOption(%v) = %v, want %v", in, got, want)
+		}
+	}
 }
