@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -568,20 +567,13 @@ func (c *Client) handle(cn *conn, m *protocol.Message) {
 	}
 }
 
-// The sss server tells a socket it removed from a channel with an error
-// frame of code "channel_booted" whose message ends with the channel's name
-// (server.BootChannel; the wire has no unsubscribe notice).
-const (
-	codeChannelBooted   = "channel_booted"
-	channelBootedPrefix = "removed from channel "
-)
-
+// bootedChannel returns the channel named by a channel_booted error
+// frame (server.BootChannel; the wire has no unsubscribe notice).
 func bootedChannel(e *protocol.Error) (string, bool) {
-	if e.Code != codeChannelBooted || !strings.HasPrefix(e.Message, channelBootedPrefix) {
+	if e.Code != protocol.CodeChannelBooted || e.Channel == "" {
 		return "", false
 	}
-	name := strings.TrimPrefix(e.Message, channelBootedPrefix)
-	return name, name != ""
+	return e.Channel, true
 }
 
 // channelBooted ends every subscription to a channel the server removed

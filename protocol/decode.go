@@ -156,10 +156,15 @@ func DecodeClient(data []byte, lim Limits) (*Message, error) {
 	case SysBegin:
 		return msg, nil
 	case SysSubscribe, SysAsk:
-		// Without a usable id the server cannot reply: missing_id wins over
-		// every other fault of the frame.
+		// Without a usable id the server cannot reply: the id's fault
+		// wins over every other fault of the frame. An absent or null id
+		// is missing; one of another type (object, array, boolean) is a
+		// field of the wrong type.
 		if !usableID(m.id) {
-			return nil, &DecodeError{Code: CodeMissingID, Sys: sys, Detail: "request without a usable id"}
+			if m.id == nil || isNull(m.id) {
+				return nil, &DecodeError{Code: CodeMissingID, Sys: sys, Detail: "request without an id"}
+			}
+			return nil, &DecodeError{Code: CodeBadRequest, Sys: sys, Detail: "id must be a number or a string"}
 		}
 		msg.ID = m.id
 		if sys == SysSubscribe {
@@ -453,6 +458,8 @@ func decodeError(val []byte) (*Error, bool) {
 			dst = &e.Message
 		case keyIs(k, "code"):
 			dst = &e.Code
+		case keyIs(k, "channel"):
+			dst = &e.Channel
 		default:
 			continue
 		}

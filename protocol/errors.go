@@ -6,13 +6,16 @@ import (
 	"strings"
 )
 
-// Error is the error object of the wire (PROTOCOL.md, "Errors"): name and
-// message are what the SSS client shows, code is our stable snake_case code.
-// All three are always encoded.
+// Error is the error object of the wire (docs/protocol.md, "Error
+// objects"): name and message are what the SSS client shows, code is our
+// stable snake_case code. All three are always encoded. Channel is set only
+// on the channel_booted error (NewChannelBootedError), the one error object
+// with a fourth key.
 type Error struct {
 	Name    string `json:"name"`
 	Message string `json:"message"`
 	Code    string `json:"code"`
+	Channel string `json:"channel,omitempty"`
 }
 
 // Error implements the error interface.
@@ -35,6 +38,9 @@ const (
 	CodeRefused              = "refused"   // a parser refused without a code
 	CodeAppError             = "app_error" // a handler's error object had no code
 	CodeUnavailable          = "unavailable"
+	// CodeChannelBooted: the server removed the socket from a channel
+	// (server.BootChannel); the error object names it in Channel.
+	CodeChannelBooted = "channel_booted"
 )
 
 // NewError returns an error object with the given code and message and a
@@ -65,25 +71,20 @@ func NameOf(code string) string {
 	return b.String()
 }
 
-// ErrBadFrame returns a bad_frame error object with the given message.
-func ErrBadFrame(message string) *Error { return NewError(CodeBadFrame, message) }
+// NewNotRecoverableError returns a not_recoverable error object with the
+// given message.
+func NewNotRecoverableError(message string) *Error { return NewError(CodeNotRecoverable, message) }
 
-// ErrUnknownSys returns an unknown_sys error object with the given message.
-func ErrUnknownSys(message string) *Error { return NewError(CodeUnknownSys, message) }
+// NewInternalError returns the internal error object sent when a handler
+// fails: no details (they go to the log).
+func NewInternalError() *Error { return NewError(CodeInternal, "internal error") }
 
-// ErrBadRequest returns a bad_request error object with the given message.
-func ErrBadRequest(message string) *Error { return NewError(CodeBadRequest, message) }
-
-// ErrMissingID returns a missing_id error object with the given message.
-func ErrMissingID(message string) *Error { return NewError(CodeMissingID, message) }
-
-// ErrNotRecoverable returns a not_recoverable error object with the given
-// message.
-func ErrNotRecoverable(message string) *Error { return NewError(CodeNotRecoverable, message) }
-
-// ErrInternal returns the internal error object sent when a handler fails:
-// no details (they go to the log).
-func ErrInternal() *Error { return NewError(CodeInternal, "internal error") }
+// NewChannelBootedError returns the channel_booted error object telling a
+// socket it was removed from channel: an error frame, as the wire has no
+// unsubscribe notice (BOOTCHANNEL, sys 10, is reserved).
+func NewChannelBootedError(channel string) *Error {
+	return &Error{Name: "ChannelBooted", Message: "removed from channel " + channel, Code: CodeChannelBooted, Channel: channel}
+}
 
 // ErrFrameTooLarge is wrapped by the *DecodeError of a frame over
 // Limits.MaxFrameBytes: the server closes with CloseTooLarge (1009) instead of

@@ -29,12 +29,10 @@ func TestErrorHelpers(t *testing.T) {
 		e    *Error
 		code string
 	}{
-		{ErrBadFrame("m"), CodeBadFrame},
-		{ErrUnknownSys("m"), CodeUnknownSys},
-		{ErrBadRequest("m"), CodeBadRequest},
-		{ErrMissingID("m"), CodeMissingID},
-		{ErrNotRecoverable("m"), CodeNotRecoverable},
-		{ErrInternal(), CodeInternal},
+		{NewError(CodeBadFrame, "m"), CodeBadFrame},
+		{NewNotRecoverableError("m"), CodeNotRecoverable},
+		{NewInternalError(), CodeInternal},
+		{NewChannelBootedError("room"), CodeChannelBooted},
 	}
 	for _, tc := range tests {
 		t.Run(tc.code, func(t *testing.T) {
@@ -45,5 +43,26 @@ func TestErrorHelpers(t *testing.T) {
 				t.Fatalf("Error() = %q", got)
 			}
 		})
+	}
+}
+
+// TestChannelBootedError: the one error object with a fourth key, the
+// channel, which the encoders write and the decoders read back.
+func TestChannelBootedError(t *testing.T) {
+	e := NewChannelBootedError("room-1")
+	if e.Channel != "room-1" || e.Code != CodeChannelBooted || e.Name != "ChannelBooted" {
+		t.Fatalf("%+v", e)
+	}
+	frame := AppendErrorFrame(nil, e)
+	want := `{"err":{"name":"ChannelBooted","message":"removed from channel room-1","code":"channel_booted","channel":"room-1"}}`
+	if string(frame) != want {
+		t.Fatalf("frame %s\nwant  %s", frame, want)
+	}
+	m, err := DecodeServer(frame, Limits{})
+	if err != nil || m.Err == nil || *m.Err != *e {
+		t.Fatalf("DecodeServer(%s) = %+v, %v", frame, m, err)
+	}
+	if other := AppendErrorFrame(nil, NewError(CodeBadFrame, "x")); string(other) != `{"err":{"name":"BadFrame","message":"x","code":"bad_frame"}}` {
+		t.Fatalf("an error without a channel has three keys: %s", other)
 	}
 }

@@ -93,6 +93,10 @@ func appendError(b []byte, e *Error) []byte {
 	b = appendString(b, e.Message)
 	b = append(b, `,"code":`...)
 	b = appendString(b, e.Code)
+	if e.Channel != "" {
+		b = append(b, `,"channel":`...)
+		b = appendString(b, e.Channel)
+	}
 	return append(b, '}')
 }
 

@@ -160,10 +160,10 @@ func (s *Server) BootUser(ctx context.Context, userID, reason string) error {
 }
 
 // BootChannel removes every socket's subscription to channel on every
-// instance. The sockets stay connected; each gets an error frame
-// {"err":{"name":"ChannelBooted","message":"...","code":"channel_booted"}}
-// naming the channel, since the wire has no unsubscribe notice
-// (BOOTCHANNEL is reserved).
+// instance. The sockets stay connected; each gets the error frame of
+// protocol.NewChannelBootedError, which names the channel in its
+// "channel" key, since the wire has no unsubscribe notice (BOOTCHANNEL is
+// reserved).
 func (s *Server) BootChannel(ctx context.Context, channel string) error {
 	return control(ctx, s.sc, scaler.Control{Kind: scaler.ControlBootChannel, Target: channel})
 }
@@ -213,10 +213,6 @@ func (s *Server) presenceOn(channel string) error {
 	return nil
 }
 
-// CodeChannelBooted is the error code sent to sockets removed from a
-// channel by BootChannel.
-const CodeChannelBooted = "channel_booted"
-
 // onControl handles the control plane (scaler goroutine; must not block).
 func (s *Server) onControl(c scaler.Control) {
 	switch c.Kind {
@@ -239,8 +235,7 @@ func (s *Server) onControl(c scaler.Control) {
 		if len(subs) == 0 {
 			return
 		}
-		frame := protocol.AppendErrorFrame(nil, &protocol.Error{Name: "ChannelBooted",
-			Message: "removed from channel " + c.Target, Code: CodeChannelBooted})
+		frame := protocol.AppendErrorFrame(nil, protocol.NewChannelBootedError(c.Target))
 		// Leaving may call the scaler: not on its goroutine.
 		if !s.work.add(false) {
 			return

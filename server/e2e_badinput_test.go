@@ -131,8 +131,14 @@ func TestE2EBadInput(t *testing.T) {
 	}
 	rows = append(rows, row{"TELL unknown topic", errFrame(`{"sys":6,"topic":"nope","msg":1}`, protocol.CodeUnknownTopic)})
 	for _, f := range []string{`{"sys":5,"topic":"echo","msg":1}`, `{"sys":1,"channel":"room"}`, `{"sys":5,"topic":"echo","id":null}`,
-		`{"sys":1,"channel":"room","id":null}`, `{"sys":5,"topic":"echo","id":{"a":1}}`, `{"sys":5,"topic":"echo","id":[1]}`, `{"sys":5,"topic":"echo","id":true}`} {
+		`{"sys":1,"channel":"room","id":null}`} {
 		rows = append(rows, row{"missing_id " + f, errFrame(f, protocol.CodeMissingID)})
+	}
+	// An id of the wrong type is a field of the wrong type (docs/protocol.md,
+	// "Bad input"), not a missing one.
+	for _, f := range []string{`{"sys":5,"topic":"echo","id":{"a":1}}`, `{"sys":5,"topic":"echo","id":[1]}`, `{"sys":5,"topic":"echo","id":true}`,
+		`{"sys":1,"channel":"room","id":{}}`, `{"sys":1,"channel":"room","id":false}`} {
+		rows = append(rows, row{"bad_request id " + f, errFrame(f, protocol.CodeBadRequest)})
 	}
 	rows = append(rows,
 		row{"reused outstanding id", func(t *testing.T, c *e2eConn) {

@@ -147,7 +147,7 @@ func TestPublisherAndControl(t *testing.T) {
 		{"broadcast", func() error { return pub.Broadcast(ctx, "b", "x") }, alice, `{"sys":11,"topic":"b","msg":"x"}`},
 		{"tell user", func() error { return pub.TellUser(ctx, "bob", "t", 2) }, bob, `{"sys":6,"topic":"t","msg":2}`},
 		{"tell session", func() error { return pub.TellSession(ctx, "s1", "t", 3) }, alice, `{"sys":6,"topic":"t","msg":3}`},
-		{"boot channel", func() error { return pub.BootChannel(ctx, "room") }, bob, `"code":"channel_booted"`},
+		{"boot channel", func() error { return pub.BootChannel(ctx, "room") }, bob, `"code":"channel_booted","channel":"room"`},
 		{"boot user", func() error { return pub.BootUser(ctx, "alice", "bye") }, alice, `{"sys":9,"reason":"bye"}`},
 	}
 	for _, st := range steps {

@@ -201,7 +201,7 @@ func (s *Server) appError(err error, codeDefault, what, name string, sock *Socke
 		return &out
 	}
 	s.log.Error("sss: "+what+" failed", "socket", sock.id, "topic", name, "err", err)
-	return protocol.ErrInternal()
+	return protocol.NewInternalError()
 }
 
 // Channels returns the channels with at least one subscribed socket on

@@ -481,7 +481,7 @@ func (s *Socket) callAsk(h AskHandler, topic string, id, body json.RawMessage) (
 	defer func() {
 		if p := recover(); p != nil {
 			s.srv.log.Error("sss: ask handler panicked", "socket", s.id, "topic", topic, "panic", p)
-			frame = protocol.AppendResponseError(nil, id, protocol.ErrInternal())
+			frame = protocol.AppendResponseError(nil, id, protocol.NewInternalError())
 		}
 	}()
 	res, err := h(s.ctx, s, body)
@@ -491,7 +491,7 @@ func (s *Socket) callAsk(h AskHandler, topic string, id, body json.RawMessage) (
 	raw, err := marshalMsg(res)
 	if err != nil {
 		s.srv.log.Error("sss: ask result not encodable", "socket", s.id, "topic", topic, "err", err)
-		return protocol.AppendResponseError(nil, id, protocol.ErrInternal())
+		return protocol.AppendResponseError(nil, id, protocol.NewInternalError())
 	}
 	return protocol.AppendResponse(nil, id, raw)
 }

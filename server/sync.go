@@ -52,7 +52,7 @@ func (s *Socket) parse(ctx context.Context, p SubscriptionParser, channel string
 	defer func() {
 		if r := recover(); r != nil {
 			s.srv.log.Error("sss: subscription parser panicked", "socket", s.id, "channel", channel, "panic", r)
-			o, err = nil, protocol.ErrInternal()
+			o, err = nil, protocol.NewInternalError()
 		}
 	}()
 	return p(ctx, s, channel, query)
@@ -260,7 +260,7 @@ func (s *Socket) syncEntry(st *syncState, e protocol.SyncEntry) bool {
 		"uid", e.LastUID, "position", j.pos.String())
 	st.rels[len(st.rels)-1].updateSub = true
 	st.results = append(st.results, protocol.SyncResult{Channel: channel,
-		Err: protocol.ErrNotRecoverable("missed publications cannot be recovered")})
+		Err: protocol.NewNotRecoverableError("missed publications cannot be recovered")})
 	return true
 }
 
