@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -254,5 +255,48 @@ func TestResetHistoryDeadEpoch(t *testing.T) {
 	}
 	if u2.Epoch == u1.Epoch || u2 != (protocol.UID{Epoch: pos.Epoch, Seq: 1}) {
 		t.Fatalf("publish after the reset = %v (before: %v, position now %v): acknowledged into the dead epoch", u2, u1, pos)
+	}
+}
+
+// TestKeyedPublishKeyTrimmedMeanwhile: a retried keyed publish meets a
+// duplicate key error from its first copy, which retention removes
+// before the writer reads back: the seq it tried is free and is used; the
+// writer does not skip it (which would leave a hole).
+func TestKeyedPublishKeyTrimmedMeanwhile(t *testing.T) {
+	rd := testutil.StartRedis(t)
+	mg := testutil.SharedMongo(t)
+	env := newEnv(t, rd.URL, mg.URI)
+	s := env.newScaler(t, nil)
+	closeAtEnd(t, s)
+	ctx := tctx(t)
+	const ch = "key-trimmed"
+	first, err := s.Publish(ctx, ch, "t", json.RawMessage(`"keyed"`), scaler.PublishOptions{IdempotencyKey: "k"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if _, err := s.Publish(ctx, ch, "t", json.RawMessage(`"plain"`), scaler.PublishOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var once sync.Once
+	testHookDuplicate = func() {
+		once.Do(func() {
+			if err := s.Trim(ctx, ch, first.Seq); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	t.Cleanup(func() { testHookDuplicate = nil })
+	u, err := s.Publish(ctx, ch, "t", json.RawMessage(`"keyed again"`), scaler.PublishOptions{IdempotencyKey: "k"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (protocol.UID{Epoch: first.Epoch, Seq: 4}); u != want {
+		t.Fatalf("the retry after its first copy was trimmed = %v, want %v (the free seq)", u, want)
+	}
+	got, err := s.Since(ctx, ch, protocol.UID{Epoch: first.Epoch, Seq: 3}, 0)
+	if err != nil || len(got) != 1 || got[0].UID != u {
+		t.Fatalf("Since(.3) = %v, %v; want %v (no hole)", got, err, u)
 	}
 }

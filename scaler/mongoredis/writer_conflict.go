@@ -73,8 +73,15 @@ func (w *writer) confirm(ctx context.Context, ep string, reqs []*pubReq, stored 
 	return false, nil
 }
 
+// testHookDuplicate, when set by a test, runs between a duplicate key
+// error and the reading back.
+var testHookDuplicate func()
+
 // duplicate handles a duplicate key error on reqs[0] inserted at seq.
 func (w *writer) duplicate(ctx context.Context, reqs []*pubReq, ep string, seq uint64, n int, conflicts *int) ([]*pubReq, time.Duration, error) {
+	if testHookDuplicate != nil {
+		testHookDuplicate()
+	}
 	r := reqs[0]
 	if !r.keyed() && !r.maybeStored {
 		// Its _id and key are its own: only the seq can collide.
