@@ -65,10 +65,12 @@ func monitoredClient(t testing.TB, mg *testutil.Mongo) (*mongo.Client, *commandL
 	return mc, l
 }
 
-// TestConcernsOnTheWire: with the default options every insert carries
-// writeConcern {w: "majority", j: true} and every read readConcern
-// "majority" from the primary (no $readPreference other than primary);
-// the test MongoDB accepts them. Options can lower them.
+// TestConcernsOnTheWire: with the default options every write (insert,
+// update, delete) carries writeConcern {w: "majority", j: true} and every
+// read readConcern "majority" from the primary (no $readPreference other
+// than primary), through publishes, a retried key, a gap fill, Since,
+// History, Position, a reset and a trim round; the test MongoDB accepts
+// them.
 func TestConcernsOnTheWire(t *testing.T) {
 	rd := testutil.StartRedis(t)
 	mg := testutil.SharedMongo(t)
@@ -113,6 +115,16 @@ func TestConcernsOnTheWire(t *testing.T) {
 	if _, err := b.Position(ctx, ch); err != nil {
 		t.Fatal(err)
 	}
+	// A reset (update, delete) and a trim round (bulk update and delete).
+	if _, err := a.Publish(ctx, "concerns-reset", "t", json.RawMessage(`1`), scaler.PublishOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.ResetHistory(ctx, "concerns-reset"); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.trimRound(ctx, time.Second, true); err != nil {
+		t.Fatal(err)
+	}
 	cmds, fails := cl.snapshot()
 	if len(fails) > 0 {
 		t.Fatalf("the test MongoDB refused commands: %v", fails)
@@ -152,7 +164,9 @@ func TestConcernsOnTheWire(t *testing.T) {
 		}
 	}
 	t.Logf("commands checked: %v", counts)
-	if counts["insert"] == 0 || counts["find"] == 0 {
-		t.Fatalf("no insert or find seen: %v", counts)
+	for _, name := range []string{"insert", "update", "delete", "find"} {
+		if counts[name] == 0 {
+			t.Fatalf("no %s seen: %v", name, counts)
+		}
 	}
 }
