@@ -28,6 +28,11 @@ var (
 	// the stored uid if the first attempt landed, and stores it once if
 	// not. It does not match ErrUnavailable.
 	ErrUncertain = errors.New("sss/scaler: publish outcome uncertain")
+	// ErrBadPayload: a published message is not valid UTF-8 JSON text
+	// (Publish stores nothing). Every scaler rejects such a payload: a
+	// text frame must be valid UTF-8, and a stored copy could otherwise
+	// come back different from the one delivered live.
+	ErrBadPayload = errors.New("sss/scaler: payload is not valid UTF-8 JSON")
 	// ErrClosed: the scaler was closed.
 	ErrClosed = errors.New("sss/scaler: closed")
 	// ErrStarted: Start was called twice.

@@ -2,6 +2,9 @@ package scaler
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,18 +13,15 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/sss-go/sss/protocol"
 )
 
-// Errors of the memory scaler that the contract's sentinels do not cover.
-var (
-	// ErrNotStarted: the call needs Start first (Subscribe, Join, AddUser
-	// hold state under the instance's lease and deliver to its Handler).
-	ErrNotStarted = errors.New("sss/scaler: not started")
-	// ErrBadPayload: a published message is not valid JSON text.
-	ErrBadPayload = errors.New("sss/scaler: payload is not valid JSON")
-)
+// ErrNotStarted: the call needs Start first (Subscribe, Join, AddUser
+// hold state under the instance's lease and deliver to its Handler). An
+// error of the memory scaler that the contract's sentinels do not cover.
+var ErrNotStarted = errors.New("sss/scaler: not started")
 
 // Defaults of MemoryOptions.
 const (
@@ -55,10 +55,19 @@ type MemoryOptions struct {
 	LeaseTTL time.Duration
 	// CheckInterval is the period of each started instance's position
 	// check (which finds a lost last publication) and of the age trimmer.
-	// The trimmer also forgets channels that keep nothing, have no
-	// subscriber and saw no publish or subscribe for longer than their
-	// MaxAge (when it is positive); such a channel starts a new epoch
-	// when used again. Zero means 1 s.
+	// Zero means 1 s.
+	//
+	// Per-channel state is bounded: a channel that never had a
+	// publication keeps no state once it has no subscriber (its epoch is
+	// derived from its name and a secret of the backend, so the position
+	// "<epoch>.0" handed out stays recoverable, and its first publication
+	// lands in that epoch). A channel that had publications keeps a small
+	// record of its epoch and position; the trimmer forgets it only when
+	// it keeps nothing, has no subscriber, saw no publish or subscribe for
+	// longer than its MaxAge (when positive), and never had a publication
+	// in its derived epoch (so that epoch is never reused with other
+	// content). Such a channel starts in its derived epoch when used
+	// again.
 	CheckInterval time.Duration
 	// Logger receives the scaler's logs; nil means slog.Default().
 	Logger *slog.Logger
@@ -93,7 +102,8 @@ func (o MemoryOptions) withDefaults() MemoryOptions {
 // delivery goroutine, and publications reach them through an asynchronous
 // relay. A MemoryBackend needs no closing; close its instances.
 type MemoryBackend struct {
-	opts MemoryOptions
+	opts   MemoryOptions
+	secret [32]byte // derives the epoch of channels without state
 
 	mu        sync.Mutex
 	nextID    uint64
@@ -127,6 +137,16 @@ type memChannel struct {
 	idemFIFO []memIdem
 	touched  time.Time // creation, last publish, last (un)subscribe
 	trimmed  int       // publications removed and not yet reported
+	dflt     string    // the channel's derived epoch
+	// usedDflt: a publication was made in the derived epoch, so the
+	// channel's state is never forgotten (see MemoryOptions).
+	usedDflt bool
+}
+
+// droppable reports whether c's state can go: nothing tells it from a
+// channel that never existed.
+func (c *memChannel) droppable() bool {
+	return c.seq == 0 && !c.usedDflt && c.epoch == c.dflt && len(c.subs) == 0 && len(c.log) == 0 && len(c.idem) == 0
 }
 
 func (c *memChannel) first() uint64 { return c.seq - uint64(len(c.log)) + 1 }
@@ -135,7 +155,7 @@ func (c *memChannel) pos() protocol.UID { return protocol.UID{Epoch: c.epoch, Se
 
 // NewMemoryBackend returns an empty backend.
 func NewMemoryBackend(opts MemoryOptions) *MemoryBackend {
-	return &MemoryBackend{
+	b := &MemoryBackend{
 		opts:      opts.withDefaults(),
 		channels:  make(map[string]*memChannel),
 		instances: make(map[*Memory]struct{}),
@@ -143,6 +163,22 @@ func NewMemoryBackend(opts MemoryOptions) *MemoryBackend {
 		presence:  make(map[string]map[string]memPresence),
 		users:     make(map[string]map[string]int),
 	}
+	_, _ = rand.Read(b.secret[:]) // crypto/rand.Read never fails on supported platforms
+	return b
+}
+
+// derivedEpoch is the epoch of a channel for which the backend holds no
+// state: a keyed hash of its name, 16 characters of [A-Za-z0-9].
+func (b *MemoryBackend) derivedEpoch(channel string) string {
+	mac := hmac.New(sha256.New, b.secret[:])
+	mac.Write([]byte(channel))
+	sum := mac.Sum(nil)
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+	out := make([]byte, 16)
+	for i := range out {
+		out[i] = alphabet[int(sum[i])%len(alphabet)]
+	}
+	return string(out)
 }
 
 // NewMemory returns a single instance on a backend of its own: the
@@ -176,8 +212,19 @@ func (b *MemoryBackend) Instance() *Memory {
 	return m
 }
 
-// channelLocked returns channel's log, creating it with a new epoch.
+// channelLocked returns channel's log, creating its state (in the derived
+// epoch).
 func (b *MemoryBackend) channelLocked(channel string) *memChannel {
+	c := b.peekLocked(channel)
+	if b.channels[channel] == nil {
+		b.channels[channel] = c
+	}
+	return c
+}
+
+// peekLocked returns channel's log without keeping state for a channel
+// that has none: a fresh, empty one in the derived epoch.
+func (b *MemoryBackend) peekLocked(channel string) *memChannel {
 	c := b.channels[channel]
 	if c != nil {
 		return c
@@ -192,14 +239,14 @@ func (b *MemoryBackend) channelLocked(channel string) *memChannel {
 			ret.MaxAge = r.MaxAge
 		}
 	}
-	c = &memChannel{
-		epoch:   protocol.NewEpoch(),
+	ep := b.derivedEpoch(channel)
+	return &memChannel{
+		epoch:   ep,
+		dflt:    ep,
 		ret:     ret,
 		subs:    make(map[*Memory]*memSub),
 		touched: time.Now(),
 	}
-	b.channels[channel] = c
-	return c
 }
 
 // trimLocked is the one trimming path: it applies c's retention by count
@@ -266,7 +313,7 @@ type memView struct {
 func (b *MemoryBackend) view(channel, epoch string, after, upto uint64) memView {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	c := b.channelLocked(channel)
+	c := b.peekLocked(channel)
 	v := memView{epoch: c.epoch, first: c.first(), last: c.seq}
 	if c.epoch != epoch || after >= c.seq {
 		return v
@@ -433,6 +480,9 @@ func (m *Memory) Unsubscribe(ctx context.Context, channel string) error {
 			delete(c.subs, m)
 			c.touched = time.Now()
 		}
+		if c.droppable() {
+			delete(b.channels, channel)
+		}
 	}
 	m.mu.Lock()
 	delete(m.subs, channel)
@@ -448,7 +498,7 @@ func (m *Memory) Publish(ctx context.Context, channel, topic string, msg json.Ra
 	}
 	if len(msg) == 0 {
 		msg = json.RawMessage("null")
-	} else if !json.Valid(msg) {
+	} else if !utf8.Valid(msg) || !json.Valid(msg) {
 		return protocol.UID{}, fmt.Errorf("sss/scaler: publish %q: %w", channel, ErrBadPayload)
 	}
 	msg = append(json.RawMessage(nil), msg...)
@@ -470,6 +520,7 @@ func (m *Memory) Publish(ctx context.Context, channel, topic string, msg json.Ra
 	}
 	c.seq++
 	c.touched = now
+	c.usedDflt = c.usedDflt || c.epoch == c.dflt
 	p := Publication{Channel: channel, UID: c.pos(), Topic: topic, Msg: msg, Time: now}
 	c.log = append(c.log, p)
 	if useKey {
@@ -546,7 +597,7 @@ func (m *Memory) Position(ctx context.Context, channel string) (protocol.UID, er
 	b := m.b
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.channelLocked(channel).pos(), nil
+	return b.peekLocked(channel).pos(), nil
 }
 
 // Since returns the publications of channel after `after`.
@@ -557,7 +608,7 @@ func (m *Memory) Since(ctx context.Context, channel string, after protocol.UID, 
 	b := m.b
 	now := time.Now()
 	b.mu.Lock()
-	c := b.channelLocked(channel)
+	c := b.peekLocked(channel)
 	trimLocked(c, now)
 	var (
 		out []Publication
@@ -591,7 +642,7 @@ func (m *Memory) History(ctx context.Context, channel string, limit int) ([]Publ
 	b := m.b
 	now := time.Now()
 	b.mu.Lock()
-	c := b.channelLocked(channel)
+	c := b.peekLocked(channel)
 	trimLocked(c, now)
 	rest := c.log
 	if limit > 0 && len(rest) > limit {

@@ -325,7 +325,7 @@ func (m *Memory) Trim(ctx context.Context, channel string, seq uint64) error {
 	}
 	b := m.b
 	b.mu.Lock()
-	c := b.channelLocked(channel)
+	c := b.peekLocked(channel)
 	if first := c.first(); seq >= first && len(c.log) > 0 {
 		dropFront(c, int(min(seq-first+1, uint64(len(c.log)))))
 	}

@@ -204,7 +204,8 @@ func (m *Memory) checkPositions(h Handler) {
 }
 
 // trimAged applies retention to every channel (age limits need time, not
-// publications, to pass) and forgets idle channels that keep nothing.
+// publications, to pass) and forgets the channels MemoryOptions says it
+// may.
 func (m *Memory) trimAged(h Handler) {
 	b := m.b
 	now := time.Now()
@@ -217,8 +218,9 @@ func (m *Memory) trimAged(h Handler) {
 			c.trimmed = 0
 		}
 		b.expireIdemLocked(c, now)
-		if len(c.log) == 0 && len(c.subs) == 0 && len(c.idem) == 0 &&
-			c.ret.MaxAge > 0 && now.Sub(c.touched) > c.ret.MaxAge {
+		idle := len(c.log) == 0 && len(c.subs) == 0 && len(c.idem) == 0 && !c.usedDflt &&
+			c.ret.MaxAge > 0 && now.Sub(c.touched) > c.ret.MaxAge
+		if idle || c.droppable() {
 			delete(b.channels, name)
 		}
 	}

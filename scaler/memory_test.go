@@ -331,7 +331,7 @@ func TestMemoryRetention(t *testing.T) {
 	ctx := context.Background()
 	b := quietBackend(scaler.MemoryOptions{Retention: func(ch string) scaler.Retention {
 		switch ch {
-		case "aged":
+		case "aged", "reset":
 			return scaler.Retention{MaxAge: 30 * time.Millisecond}
 		case "none":
 			return scaler.Retention{MaxCount: -1}
@@ -384,14 +384,21 @@ func TestMemoryRetention(t *testing.T) {
 	if h, _ := a.History(ctx, "aged", 0); len(h) != 0 {
 		t.Errorf("History after MaxAge = %d publications", len(h))
 	}
-	// An idle channel that keeps nothing is forgotten: its next use
-	// starts a new epoch, and Since from the old one says so.
-	old, _ := a.Position(ctx, "aged")
+	// An idle channel that keeps nothing is forgotten, unless it had
+	// publications in its derived epoch (which a forgotten channel would
+	// come back in): "reset" (history reset before any publication) is
+	// forgotten and comes back in its derived epoch, so Since from the
+	// reset epoch says not recoverable; "aged" keeps its position.
+	if err := a.ResetHistory(ctx, "reset"); err != nil {
+		t.Fatal(err)
+	}
+	old, _ := a.Position(ctx, "reset")
+	agedPos, _ := a.Position(ctx, "aged")
 	for {
 		if time.Now().After(deadline) {
-			t.Fatal("idle channel never forgotten")
+			t.Fatal("idle reset channel never forgotten")
 		}
-		if p, _ := a.Position(ctx, "aged"); p.Epoch != old.Epoch {
+		if p, _ := a.Position(ctx, "reset"); p.Epoch != old.Epoch {
 			if p.Seq != 0 {
 				t.Fatalf("forgotten channel's position = %v", p)
 			}
@@ -399,8 +406,11 @@ func TestMemoryRetention(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if _, err := a.Since(ctx, "aged", old, 0); !errors.Is(err, scaler.ErrEpochChanged) {
+	if _, err := a.Since(ctx, "reset", old, 0); !errors.Is(err, scaler.ErrEpochChanged) {
 		t.Fatalf("Since(old epoch) = %v", err)
+	}
+	if p, err := a.Position(ctx, "aged"); err != nil || p != agedPos || p.Seq != 3 {
+		t.Fatalf("aged channel's position after the trimmer forgot idle channels = %v, %v; want %v", p, err, agedPos)
 	}
 }
 
@@ -688,5 +698,61 @@ func TestMemoryGapWithNothingKept(t *testing.T) {
 		if p.UID != uids[i+1] {
 			t.Fatalf("delivery %d = %v, want %v", i, p.UID, uids[i+1])
 		}
+	}
+}
+
+// TestMemoryJunkChannelsLeaveNoState: subscribing to and unsubscribing
+// from fresh channel names, and reading their position, history and
+// publications since, leaves no per-channel state behind; the empty
+// position handed out stays recoverable afterwards on any instance, and
+// the first publication lands in that epoch.
+func TestMemoryJunkChannelsLeaveNoState(t *testing.T) {
+	ctx := context.Background()
+	b := quietBackend(scaler.MemoryOptions{})
+	a, _ := start(t, b)
+	c, _ := start(t, b)
+	positions := map[string]protocol.UID{}
+	for i := range 1000 {
+		ch := fmt.Sprintf("junk-%d", i)
+		pos, err := a.Subscribe(ctx, ch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Unsubscribe(ctx, ch); err != nil {
+			t.Fatal(err)
+		}
+		if p, err := c.Position(ctx, ch); err != nil || p != pos {
+			t.Fatalf("Position on another instance = %v, %v; want %v", p, err, pos)
+		}
+		if _, err := c.History(ctx, ch, 0); err != nil {
+			t.Fatal(err)
+		}
+		if i%100 == 0 {
+			positions[ch] = pos
+		}
+	}
+	if n := scaler.ChannelStates(b); n != 0 {
+		t.Fatalf("%d channel states after 1,000 junk subscriptions, want 0", n)
+	}
+	for ch, pos := range positions {
+		if got, err := c.Since(ctx, ch, pos, 0); err != nil || len(got) != 0 {
+			t.Fatalf("Since(%v) after the state was dropped = %v, %v; want none", pos, got, err)
+		}
+	}
+	if n := scaler.ChannelStates(b); n != 0 {
+		t.Fatalf("Since left %d channel states", n)
+	}
+	for ch, pos := range positions {
+		u, err := c.Publish(ctx, ch, "t", msg(1), scaler.PublishOptions{})
+		if err != nil || u != pos.Next() {
+			t.Fatalf("first publish = %v, %v; want %v", u, err, pos.Next())
+		}
+		if got, err := a.Since(ctx, ch, pos, 0); err != nil || len(got) != 1 {
+			t.Fatalf("Since(%v) = %v, %v; want the first publication", pos, got, err)
+		}
+		break
+	}
+	if n := scaler.ChannelStates(b); n != 1 {
+		t.Fatalf("%d channel states after one publication, want 1", n)
 	}
 }

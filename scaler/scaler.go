@@ -69,7 +69,12 @@ type Scaler interface {
 	// then relays it to every instance subscribed to channel. With a
 	// non-empty PublishOptions.IdempotencyKey, a retried publish with the
 	// same key on the same channel within the scaler's idempotency window
-	// returns the first uid and stores nothing new.
+	// returns the first uid and stores nothing new. msg must be valid
+	// UTF-8 JSON text (else an error wrapping ErrBadPayload, nothing
+	// stored); every delivery and every recovery of the publication then
+	// carries the same bytes. An error wrapping ErrUnavailable means
+	// nothing was stored; one wrapping ErrUncertain means it may have
+	// been: retry with the same idempotency key.
 	Publish(ctx context.Context, channel, topic string, msg json.RawMessage, opts PublishOptions) (protocol.UID, error)
 
 	// Position returns the channel's current position without subscribing.

@@ -23,9 +23,10 @@ type app struct {
 
 // config is what the command line sets.
 type config struct {
-	hb     time.Duration // heartbeat interval, 0 = off
-	spread time.Duration // shutdown spread, 0 = the server's default
-	log    *slog.Logger
+	hb      time.Duration // heartbeat interval, 0 = off
+	spread  time.Duration // shutdown spread, 0 = the server's default
+	connect time.Duration // how long to try reaching MongoDB and Redis at startup
+	log     *slog.Logger
 }
 
 // newApp builds the chat on sc (nil: in-memory).

@@ -11,7 +11,10 @@
 // Rooms are channels with presence events; users post with the "post"
 // tell and send direct messages with "dm". With MONGO_URI and REDIS_URL in
 // the environment it uses the mongoredis scaler, so several copies share
-// rooms; otherwise the embedded in-memory scaler.
+// rooms; otherwise the embedded in-memory scaler. It logs where it
+// connects (passwords hidden) and, when MongoDB or Redis cannot be
+// reached within -connect-timeout, exits with status 1 and an error naming
+// the address.
 //
 // The example trusts the user id the client gives (the "user" query
 // parameter or the "sss_user" cookie), "admin" included: a real app
@@ -29,6 +32,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -43,9 +47,10 @@ func main() {
 	addr := flag.String("addr", ":8080", "listen address HOST:PORT")
 	hb := flag.Duration("hb", 30*time.Second, "heartbeat interval (0 turns heartbeats off)")
 	spread := flag.Duration("shutdown-spread", time.Second, "on SIGINT/SIGTERM, close the open sockets over this period (0: all at once)")
+	connect := flag.Duration("connect-timeout", 10*time.Second, "how long to try reaching MongoDB and Redis at startup")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	if err := run(*addr, config{hb: *hb, spread: spreadOption(*spread), log: log}); err != nil {
+	if err := run(*addr, config{hb: *hb, spread: spreadOption(*spread), connect: *connect, log: log}); err != nil {
 		log.Error("chat", "err", err)
 		os.Exit(1)
 	}
@@ -83,7 +88,8 @@ func run(addr string, cfg config) error {
 
 	var sc scaler.Scaler
 	if mongoURI, redisURL := os.Getenv("MONGO_URI"), os.Getenv("REDIS_URL"); mongoURI != "" && redisURL != "" {
-		mr, err := mongoredis.New(ctx, mongoredis.Options{MongoURI: mongoURI, RedisURL: redisURL, Logger: log})
+		log.Info("connecting to", "mongo", redactURI(mongoURI), "redis", redactURI(redisURL), "timeout", cfg.connect)
+		mr, err := mongoredis.New(ctx, mongoredis.Options{MongoURI: mongoURI, RedisURL: redisURL, ConnectTimeout: cfg.connect, Logger: log})
 		if err != nil {
 			return fmt.Errorf("mongoredis scaler: %w", err)
 		}
@@ -140,6 +146,29 @@ func run(addr string, cfg config) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// redactURI hides the password of a connection string
+// (scheme://user:password@host...), so that it can be logged.
+func redactURI(s string) string {
+	i := strings.Index(s, "://")
+	if i < 0 {
+		return s
+	}
+	rest := s[i+3:]
+	end := strings.IndexAny(rest, "/?#")
+	if end < 0 {
+		end = len(rest)
+	}
+	at := strings.LastIndex(rest[:end], "@")
+	if at < 0 {
+		return s
+	}
+	user, _, hasPass := strings.Cut(rest[:at], ":")
+	if !hasPass {
+		return s
+	}
+	return s[:i+3] + user + ":xxxxx" + rest[at:]
 }
 
 // displayAddr turns a listen address into one a browser can open.

@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"time"
 
+	"go.mongodb.org/mongo-driver/v2/bson"
+
 	"github.com/sss-go/sss/scaler"
 )
 
 // faultRelay applies DropNextRelay and DelayNextRelay; it reports whether
 // the publication was taken.
-func (s *Scaler) faultRelay(ch string, p scaler.Publication) bool {
+func (s *Scaler) faultRelay(ch string, p scaler.Publication, id bson.ObjectID) bool {
 	s.faultMu.Lock()
 	drop := s.drop[ch]
 	d, delay := s.delay[ch]
@@ -23,7 +25,7 @@ func (s *Scaler) faultRelay(ch string, p scaler.Publication) bool {
 	case drop:
 		return true
 	case delay:
-		s.afterFunc(d, func() { s.onRelay(p) })
+		s.afterFunc(d, func() { s.onRelay(p, id) })
 		return true
 	}
 	return false
@@ -58,7 +60,11 @@ func (s *Scaler) ResumeLease() {
 }
 
 // ResetHistory discards channel's history and starts a new epoch; every
-// instance is told over the control channel.
+// instance is told over the control channel. No publish is acknowledged
+// into the old epoch once ResetHistory has returned, on any instance, even
+// one the control message does not reach: every writer confirms the
+// channel's epoch after each insert and writes again, in the new epoch,
+// what it inserted into one that ended.
 func (s *Scaler) ResetHistory(ctx context.Context, channel string) error {
 	if s.isClosed() {
 		return scaler.ErrClosed
@@ -67,16 +73,10 @@ func (s *Scaler) ResetHistory(ctx context.Context, channel string) error {
 	if err != nil {
 		return fmt.Errorf("sss/mongoredis: reset %q: %w", channel, err)
 	}
-	s.writersMu.Lock()
-	w := s.writers[channel]
-	s.writersMu.Unlock()
-	if w != nil {
-		w.invalidate()
-	}
 	if st := s.stream(channel); st != nil {
 		st.push(item{kind: itemCheck})
 	}
-	return s.sendEnvelope(ctx, envelope{Reset: channel, Epoch: ep})
+	return s.epochMoved(ctx, channel, ep)
 }
 
 // Trim removes every stored publication of channel up to and including
@@ -85,11 +85,11 @@ func (s *Scaler) Trim(ctx context.Context, channel string, seq uint64) error {
 	if s.isClosed() {
 		return scaler.ErrClosed
 	}
-	d, found, err := s.mlog.channel(ctx, channel, false)
-	if err != nil || !found {
+	info, err := s.mlog.lookup(ctx, channel)
+	if err != nil || !info.found {
 		return err
 	}
-	n, err := s.mlog.deleteUpTo(ctx, channel, d.Epoch, seq)
+	n, err := s.mlog.deleteUpTo(ctx, channel, info.doc.Epoch, seq)
 	if err != nil {
 		return fmt.Errorf("sss/mongoredis: trim %q: %w", channel, err)
 	}

@@ -10,6 +10,9 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.mongodb.org/mongo-driver/v2/mongo/readconcern"
+	"go.mongodb.org/mongo-driver/v2/mongo/readpref"
+	"go.mongodb.org/mongo-driver/v2/mongo/writeconcern"
 
 	"github.com/sss-go/sss/protocol"
 	"github.com/sss-go/sss/scaler"
@@ -21,10 +24,12 @@ import (
 //	                   {_id, ch, ep, seq, tp, m, t, ik}
 //	                   unique (ch, ep, seq): assigns sequence numbers
 //	                   unique (ch, ik): idempotency keys
-//	<prefix>_channels: one document per channel {_id: channel, ep, floor}
-//	                   ep is the current epoch, floor the highest seq ever
-//	                   trimmed (so a channel whose every publication was
-//	                   trimmed keeps its position).
+//	<prefix>_channels: one document per channel that ever had a
+//	                   publication {_id: channel, ep, floor}: ep is the
+//	                   current epoch, floor the highest seq ever trimmed
+//	                   (so a channel whose every publication was trimmed
+//	                   keeps its position); and one meta document
+//	                   {_id: "", secret} per namespace (see epoch.go).
 //
 // The only atomic primitive relied on is the unique index at insert time
 // (FerretDB has no transactions and no atomic updates).
@@ -61,8 +66,12 @@ type mlog struct {
 	chans *mongo.Collection
 }
 
-func newLog(db *mongo.Database, prefix string) *mlog {
-	return &mlog{pubs: db.Collection(prefix + "_pubs"), chans: db.Collection(prefix + "_channels")}
+// newLog opens the collections with the write concern of every write and
+// the read concern of every read, reading from the primary only (a
+// secondary may lag behind what a writer was told is stored).
+func newLog(db *mongo.Database, prefix string, wc *writeconcern.WriteConcern, rc *readconcern.ReadConcern) *mlog {
+	o := options.Collection().SetWriteConcern(wc).SetReadConcern(rc).SetReadPreference(readpref.Primary())
+	return &mlog{pubs: db.Collection(prefix+"_pubs", o), chans: db.Collection(prefix+"_channels", o)}
 }
 
 // noDeadline hides ctx's deadline from the driver (which would send it as
@@ -121,77 +130,64 @@ func unavailable(op string, err error) error {
 	return fmt.Errorf("sss/mongoredis: %s: %w: %w", op, scaler.ErrUnavailable, err)
 }
 
-// channel reads the channel document; with create it makes one with a new
-// random epoch when there is none (two instances racing both end up with
-// the one that was inserted first).
-func (l *mlog) channel(ctx context.Context, ch string, create bool) (chanDoc, bool, error) {
-	for attempt := 0; ; attempt++ {
-		var d chanDoc
-		err := l.chans.FindOne(ctx, bson.D{{Key: "_id", Value: ch}}).Decode(&d)
-		if err == nil {
-			if !protocol.ValidEpoch(d.Epoch) || d.Floor < 0 {
-				return chanDoc{}, false, fmt.Errorf("%w: channel %q: bad channel document", ErrMalformed, ch)
-			}
-			return d, true, nil
-		}
-		if !errors.Is(err, mongo.ErrNoDocuments) {
-			return chanDoc{}, false, unavailable("read channel", err)
-		}
-		if !create {
-			return chanDoc{}, false, nil
-		}
-		if attempt > 3 {
-			return chanDoc{}, false, unavailable("create channel", errors.New("channel document keeps vanishing"))
-		}
-		// A new channel (or a database that lost its data): make sure the
-		// unique indexes exist before anything is written under its epoch.
-		if err := l.ensureIndexes(ctx); err != nil {
-			return chanDoc{}, false, err
-		}
-		d = chanDoc{Ch: ch, Epoch: protocol.NewEpoch()}
-		_, err = l.chans.InsertOne(ctx, d)
-		if err == nil {
-			return d, true, nil
-		}
-		if !mongo.IsDuplicateKeyError(err) {
-			return chanDoc{}, false, unavailable("create channel", err)
-		}
-		// Someone else created it: read theirs.
-	}
-}
-
 // maxSeq returns the highest stored seq of (ch, ep), 0 if none.
 func (l *mlog) maxSeq(ctx context.Context, ch, ep string) (uint64, error) {
+	return l.firstSeq(ctx, bson.D{{Key: "ch", Value: ch}, {Key: "ep", Value: ep}},
+		options.FindOne().SetSort(bson.D{{Key: "seq", Value: -1}}).SetProjection(bson.D{{Key: "seq", Value: 1}}))
+}
+
+// firstSeq returns the seq of the first publication matching filter as
+// opts sorts them, 0 if none.
+func (l *mlog) firstSeq(ctx context.Context, filter bson.D, opts *options.FindOneOptionsBuilder) (uint64, error) {
 	var d struct {
-		Seq int64 `bson:"seq"`
+		Ch  string `bson:"ch"`
+		Seq int64  `bson:"seq"`
 	}
-	err := l.pubs.FindOne(ctx, bson.D{{Key: "ch", Value: ch}, {Key: "ep", Value: ep}},
-		options.FindOne().SetSort(bson.D{{Key: "seq", Value: -1}}).SetProjection(bson.D{{Key: "seq", Value: 1}})).Decode(&d)
+	err := l.pubs.FindOne(ctx, filter, opts).Decode(&d)
 	if errors.Is(err, mongo.ErrNoDocuments) {
 		return 0, nil
 	}
 	if err != nil {
-		return 0, unavailable("read position", err)
+		return 0, unavailable("read log", err)
 	}
 	if d.Seq < 0 {
-		return 0, fmt.Errorf("%w: channel %q: negative seq", ErrMalformed, ch)
+		return 0, fmt.Errorf("%w: channel %q: negative seq", ErrMalformed, d.Ch)
 	}
 	return uint64(d.Seq), nil
 }
 
-// position returns the channel's epoch, its position (highest seq stored
-// or trimmed) and its trim floor, creating the channel when asked to.
-func (l *mlog) position(ctx context.Context, ch string, create bool) (pos protocol.UID, floor uint64, found bool, err error) {
-	d, found, err := l.channel(ctx, ch, create)
-	if err != nil || !found {
-		return protocol.UID{}, 0, found, err
+// position returns the channel's position (highest seq stored or
+// trimmed) and its trim floor. A channel without a document has never had
+// a publication: its position is "<default epoch>.0" and its log is empty
+// (the first publish creates the document before anything is inserted).
+func (l *mlog) position(ctx context.Context, ch string) (pos protocol.UID, floor uint64, err error) {
+	info, pos, err := l.tip(ctx, ch)
+	return pos, uint64(info.doc.Floor), err
+}
+
+// tip returns the channel's document (or default) and position. The trim
+// floor is read after the highest seq: the trimmer raises the floor
+// before it deletes, so a seq that vanished meanwhile is covered by it.
+func (l *mlog) tip(ctx context.Context, ch string) (chanInfo, protocol.UID, error) {
+	info, err := l.lookup(ctx, ch)
+	for attempt := 0; err == nil && info.found; attempt++ {
+		var m uint64
+		if m, err = l.maxSeq(ctx, ch, info.doc.Epoch); err != nil {
+			break
+		}
+		var after chanInfo
+		if after, err = l.lookup(ctx, ch); err != nil {
+			break
+		}
+		if after.doc.Epoch == info.doc.Epoch || attempt == 3 {
+			return after, protocol.UID{Epoch: after.doc.Epoch, Seq: max(m, uint64(after.doc.Floor))}, nil
+		}
+		info = after // the epoch moved: read the new one's tip
 	}
-	m, err := l.maxSeq(ctx, ch, d.Epoch)
 	if err != nil {
-		return protocol.UID{}, 0, true, err
+		return chanInfo{}, protocol.UID{}, err
 	}
-	floor = uint64(d.Floor)
-	return protocol.UID{Epoch: d.Epoch, Seq: max(m, floor)}, floor, true, nil
+	return info, protocol.UID{Epoch: info.doc.Epoch}, nil
 }
 
 // readRange returns the stored publications of (ch, ep) with after < seq
@@ -282,34 +278,6 @@ func (l *mlog) deleteOtherEpochs(ctx context.Context, ch, ep string) (int64, err
 	return res.DeletedCount, nil
 }
 
-// reset starts a new epoch for ch and removes its history.
-func (l *mlog) reset(ctx context.Context, ch string) (string, error) {
-	ep := protocol.NewEpoch()
-	_, err := l.chans.UpdateOne(ctx, bson.D{{Key: "_id", Value: ch}},
-		bson.D{{Key: "$set", Value: bson.D{{Key: "ep", Value: ep}, {Key: "floor", Value: int64(0)}}}},
-		options.UpdateOne().SetUpsert(true))
-	if err != nil {
-		return "", unavailable("reset history", err)
-	}
-	if _, err := l.deleteOtherEpochs(ctx, ch, ep); err != nil {
-		return "", err
-	}
-	return ep, nil
-}
-
-// channels lists every channel document.
-func (l *mlog) channels(ctx context.Context) ([]chanDoc, error) {
-	cur, err := l.chans.Find(ctx, bson.D{})
-	if err != nil {
-		return nil, unavailable("list channels", err)
-	}
-	var docs []chanDoc
-	if err := cur.All(ctx, &docs); err != nil {
-		return nil, unavailable("list channels", err)
-	}
-	return docs, nil
-}
-
 // publication converts a stored document.
 func (d *pubDoc) publication() scaler.Publication {
 	msg := json.RawMessage(d.Msg)
@@ -325,38 +293,22 @@ func (d *pubDoc) publication() scaler.Publication {
 	}
 }
 
-// channelsByName reads the channel documents of names.
-func (l *mlog) channelsByName(ctx context.Context, names []string) (map[string]chanDoc, error) {
-	cur, err := l.chans.Find(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: names}}}})
-	if err != nil {
-		return nil, unavailable("read channels", err)
-	}
-	var docs []chanDoc
-	if err := cur.All(ctx, &docs); err != nil {
-		return nil, unavailable("read channels", err)
-	}
-	out := make(map[string]chanDoc, len(docs))
-	for _, d := range docs {
-		out[d.Ch] = d
-	}
-	return out, nil
+// chanSeq is a publication's channel and seq.
+type chanSeq struct {
+	Ch  string `bson:"ch"`
+	Seq int64  `bson:"seq"`
 }
 
-// channelsWith returns the channels of the publications matching filter.
-func (l *mlog) channelsWith(ctx context.Context, filter bson.D) ([]string, error) {
-	cur, err := l.pubs.Find(ctx, filter, options.Find().SetProjection(bson.D{{Key: "ch", Value: 1}}))
+// seqsWith returns the channel and seq of the publications matching
+// filter.
+func (l *mlog) seqsWith(ctx context.Context, filter bson.D) ([]chanSeq, error) {
+	cur, err := l.pubs.Find(ctx, filter, options.Find().SetProjection(bson.D{{Key: "ch", Value: 1}, {Key: "seq", Value: 1}}))
 	if err != nil {
 		return nil, unavailable("check channels", err)
 	}
-	var docs []struct {
-		Ch string `bson:"ch"`
-	}
+	var docs []chanSeq
 	if err := cur.All(ctx, &docs); err != nil {
 		return nil, unavailable("check channels", err)
 	}
-	out := make([]string, len(docs))
-	for i, d := range docs {
-		out[i] = d.Ch
-	}
-	return out, nil
+	return docs, nil
 }

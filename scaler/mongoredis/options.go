@@ -9,6 +9,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/readconcern"
+	"go.mongodb.org/mongo-driver/v2/mongo/writeconcern"
 
 	"github.com/sss-go/sss/scaler"
 )
@@ -87,6 +89,37 @@ type Options struct {
 	GapWait time.Duration
 	// WriteTimeout bounds one write to MongoDB. Default 5s.
 	WriteTimeout time.Duration
+	// ConnectTimeout bounds New: reaching MongoDB (its primary) and
+	// Redis and creating the indexes. New fails after it with an error
+	// that names the address it could not reach (never a password) and
+	// wraps scaler.ErrUnavailable. The Redis clients the Scaler creates
+	// honour context deadlines (go-redis ContextTimeoutEnabled); a
+	// RedisClient you give is bounded only if it does too. Default 10s.
+	ConnectTimeout time.Duration
+
+	// WriteConcern is the write concern of every write (publications,
+	// channel documents, trimming). Default: majority, journaled
+	// ({w: "majority", j: true}): an acknowledged publication survives
+	// the loss of the primary and a crash, at the price of waiting for a
+	// majority of the replica set. Production MongoDB is a replica set;
+	// with w:1 a publish returns sooner but a failover can roll back an
+	// acknowledged publication: the scaler then notices that the log is
+	// behind what it delivered, starts a new epoch and resets the
+	// channel's streams (subscribers are told "not recoverable"). Lower
+	// it together with ReadConcern (see there).
+	WriteConcern *writeconcern.WriteConcern
+	// ReadConcern is the read concern of every read that decides what is
+	// delivered (gap fills, position and quiet-channel checks, Since,
+	// History, reading back after an unclear write). Default majority:
+	// only what a majority holds, which can never be rolled back, so an
+	// instance never delivers a publication that later vanishes. Reads
+	// always go to the primary (a secondary may lag behind what a writer
+	// was told is stored). "local" reads sooner but may see a write that
+	// is later rolled back; keep "majority" when WriteConcern is
+	// majority, and use "local" when you lower WriteConcern to w:1, else
+	// a freshly acknowledged publication may be invisible to a gap fill
+	// and reported as lost.
+	ReadConcern *readconcern.ReadConcern
 	// MaxBatch is the most publications of one channel written in one
 	// insertMany. Default 256.
 	MaxBatch int
@@ -108,6 +141,7 @@ const (
 	defaultCheckInterval = 2 * time.Second
 	defaultGapWait       = 50 * time.Millisecond
 	defaultWriteTimeout  = 5 * time.Second
+	defaultConnect       = 10 * time.Second
 	defaultMaxBatch      = 256
 )
 
@@ -139,6 +173,14 @@ func (o Options) withDefaults() (Options, error) {
 	setDur(&o.CheckInterval, defaultCheckInterval)
 	setDur(&o.GapWait, defaultGapWait)
 	setDur(&o.WriteTimeout, defaultWriteTimeout)
+	setDur(&o.ConnectTimeout, defaultConnect)
+	if o.WriteConcern == nil {
+		j := true
+		o.WriteConcern = &writeconcern.WriteConcern{W: "majority", Journal: &j}
+	}
+	if o.ReadConcern == nil {
+		o.ReadConcern = readconcern.Majority()
+	}
 	if o.MaxBatch <= 0 {
 		o.MaxBatch = defaultMaxBatch
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.mongodb.org/mongo-driver/v2/bson"
 
 	"github.com/sss-go/sss/protocol"
 	"github.com/sss-go/sss/scaler"
@@ -28,12 +29,16 @@ const relayTimeout = time.Second
 
 func (s *Scaler) relayName(ch string) string { return s.relayPrefix + ch }
 
-// encodeRelay encodes a publication for the relay: a version byte, then
-// uvarint-length-prefixed epoch, uvarint seq, varint unix milliseconds,
-// uvarint-length-prefixed topic, and the JSON message as the rest.
+// encodeRelay encodes a publication for the relay: a version byte (2),
+// the document's 12-byte _id (which tells two publications that claim
+// the same uid apart: see stream.go), then uvarint-length-prefixed epoch,
+// uvarint seq, varint unix milliseconds, uvarint-length-prefixed topic,
+// and the JSON message as the rest. Version 1 is the same without the
+// _id.
 func encodeRelay(d *pubDoc) []byte {
-	b := make([]byte, 0, 24+len(d.Epoch)+len(d.Topic)+len(d.Msg))
-	b = append(b, 1)
+	b := make([]byte, 0, 36+len(d.Epoch)+len(d.Topic)+len(d.Msg))
+	b = append(b, 2)
+	b = append(b, d.ID[:]...)
 	b = binary.AppendUvarint(b, uint64(len(d.Epoch)))
 	b = append(b, d.Epoch...)
 	b = binary.AppendUvarint(b, uint64(d.Seq))
@@ -43,15 +48,22 @@ func encodeRelay(d *pubDoc) []byte {
 	return append(b, d.Msg...)
 }
 
-// decodeRelay is the inverse of encodeRelay; it never panics.
-func decodeRelay(ch string, b []byte) (scaler.Publication, error) {
-	bad := func(what string) (scaler.Publication, error) {
-		return scaler.Publication{}, fmt.Errorf("%w: relay message on %q: %s", ErrMalformed, ch, what)
+// decodeRelay is the inverse of encodeRelay; it never panics. The _id is
+// zero in a version 1 message.
+func decodeRelay(ch string, b []byte) (scaler.Publication, bson.ObjectID, error) {
+	var id bson.ObjectID
+	bad := func(what string) (scaler.Publication, bson.ObjectID, error) {
+		return scaler.Publication{}, id, fmt.Errorf("%w: relay message on %q: %s", ErrMalformed, ch, what)
 	}
-	if len(b) < 1 || b[0] != 1 {
+	switch {
+	case len(b) >= 1 && b[0] == 1:
+		b = b[1:]
+	case len(b) >= 1+len(id) && b[0] == 2:
+		copy(id[:], b[1:])
+		b = b[1+len(id):]
+	default:
 		return bad("unknown version")
 	}
-	b = b[1:]
 	str := func() (string, bool) {
 		n, k := binary.Uvarint(b)
 		if k <= 0 || n > uint64(len(b)-k) {
@@ -89,26 +101,27 @@ func decodeRelay(ch string, b []byte) (scaler.Publication, error) {
 		Topic:   topic,
 		Msg:     msg,
 		Time:    time.UnixMilli(ms),
-	}, nil
+	}, id, nil
 }
 
-// relayPubs publishes stored publications of ch, in order. A failure is
-// reported, not returned: the publications are durable and every
-// subscriber fills them from the log.
+// relayPubs publishes stored publications of ch, in order, and raises
+// the channel's seq hint (writer_lock.go) to the last of them. A
+// failure is reported, not returned: the publications are durable and
+// every subscriber fills them from the log.
 func (s *Scaler) relayPubs(ch string, docs []*pubDoc) {
 	ctx, cancel := context.WithTimeout(s.ctx, relayTimeout)
 	defer cancel()
 	name := s.relayName(ch)
-	var err error
-	if len(docs) == 1 {
-		err = s.rdb.Publish(ctx, name, encodeRelay(docs[0])).Err()
-	} else {
-		pipe := s.rdb.Pipeline()
-		for _, d := range docs {
-			pipe.Publish(ctx, name, encodeRelay(d))
+	pipe := s.rdb.Pipeline()
+	top := docs[0]
+	for _, d := range docs {
+		pipe.Publish(ctx, name, encodeRelay(d))
+		if d.Epoch == top.Epoch && d.Seq > top.Seq {
+			top = d
 		}
-		_, err = pipe.Exec(ctx)
 	}
+	raiseHint.Eval(ctx, pipe, []string{s.hintKey(ch)}, top.Epoch, top.Seq, hintTTL.Milliseconds())
+	_, err := pipe.Exec(ctx)
 	if err != nil && s.ctx.Err() == nil {
 		s.event(scaler.EventBackendError, ch, len(docs), fmt.Errorf("sss/mongoredis: relay %q: %w", ch, err))
 	}
@@ -323,20 +336,21 @@ func (s *Scaler) dispatch(name, payload string) {
 		s.onControl(payload)
 	case strings.HasPrefix(name, s.relayPrefix):
 		ch := name[len(s.relayPrefix):]
-		p, err := decodeRelay(ch, []byte(payload))
+		p, id, err := decodeRelay(ch, []byte(payload))
 		if err != nil {
 			s.log.Warn("sss/mongoredis: bad relay message", "channel", ch, "err", err)
 			return
 		}
-		if s.faultRelay(ch, p) {
+		if s.faultRelay(ch, p, id) {
 			return
 		}
-		s.onRelay(p)
+		s.onRelay(p, id)
 	}
 }
 
-// onRelay hands a relayed publication to the channel's stream.
-func (s *Scaler) onRelay(p scaler.Publication) {
+// onRelay hands a relayed publication (stored as document id) to the
+// channel's stream.
+func (s *Scaler) onRelay(p scaler.Publication, id bson.ObjectID) {
 	s.writersMu.Lock()
 	w := s.writers[p.Channel]
 	s.writersMu.Unlock()
@@ -344,7 +358,7 @@ func (s *Scaler) onRelay(p scaler.Publication) {
 		w.observe(p.UID.Epoch, p.UID.Seq)
 	}
 	if st := s.stream(p.Channel); st != nil {
-		st.push(item{kind: itemPub, pub: p})
+		st.push(item{kind: itemPub, pub: p, id: id})
 	}
 }
 

@@ -11,10 +11,10 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/redis/go-redis/v9"
 	"go.mongodb.org/mongo-driver/v2/mongo"
-	mopts "go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/sss-go/sss/protocol"
 	"github.com/sss-go/sss/scaler"
@@ -92,7 +92,9 @@ func newID() string {
 }
 
 // New connects to MongoDB and Redis as opts says, creates the log's
-// indexes and starts the trimmer. The instance serves streams, the control
+// indexes and starts the trimmer. It gives up after opts.ConnectTimeout
+// (or when ctx ends) with an error that names the unreachable address and
+// wraps scaler.ErrUnavailable. The instance serves streams, the control
 // plane and its lease once Start is called; a process that only publishes
 // need not call Start.
 func New(ctx context.Context, opts Options) (*Scaler, error) {
@@ -124,27 +126,7 @@ func New(ctx context.Context, opts Options) (*Scaler, error) {
 	s.relayPrefix = o.Prefix + ":c:"
 	s.ctlName = o.Prefix + ":ctl"
 	s.probeName = o.Prefix + ":probe:" + s.id
-	switch {
-	case s.rdb != nil:
-	case o.Redis != nil:
-		s.rdb, s.ownRD = redis.NewUniversalClient(o.Redis), true
-	default:
-		po, err := redis.ParseURL(o.RedisURL)
-		if err != nil {
-			return nil, fmt.Errorf("%w: RedisURL: %w", ErrOptions, err)
-		}
-		s.rdb, s.ownRD = redis.NewClient(po), true
-	}
-	if s.mc == nil {
-		mc, err := mongo.Connect(mopts.Client().ApplyURI(o.MongoURI))
-		if err != nil {
-			s.closeClients(ctx)
-			return nil, fmt.Errorf("%w: MongoURI: %w", ErrOptions, err)
-		}
-		s.mc, s.ownMC = mc, true
-	}
-	s.mlog = newLog(s.mc.Database(o.Database), o.CollectionPrefix)
-	if err := s.mlog.ensureIndexes(ctx); err != nil {
+	if err := s.connect(ctx); err != nil {
 		s.closeClients(ctx)
 		return nil, err
 	}
@@ -154,10 +136,10 @@ func New(ctx context.Context, opts Options) (*Scaler, error) {
 }
 
 func (s *Scaler) closeClients(ctx context.Context) {
-	if s.ownRD {
+	if s.ownRD && s.rdb != nil {
 		_ = s.rdb.Close()
 	}
-	if s.ownMC {
+	if s.ownMC && s.mc != nil {
 		_ = s.mc.Disconnect(ctx)
 	}
 }
@@ -293,7 +275,7 @@ func (s *Scaler) Subscribe(ctx context.Context, channel string) (protocol.UID, e
 		return protocol.UID{}, st.err
 	}
 	// Already live: the stream goes on; report the current position.
-	pos, _, _, err := s.mlog.position(ctx, channel, true)
+	pos, _, err := s.mlog.position(ctx, channel)
 	if err != nil {
 		return protocol.UID{}, fmt.Errorf("sss/mongoredis: subscribe %q: %w", channel, err)
 	}
@@ -304,7 +286,7 @@ func (s *Scaler) startStream(ctx context.Context, st *stream) (protocol.UID, err
 	err := s.relaySubscribe(ctx, st.ch)
 	var pos protocol.UID
 	if err == nil {
-		pos, _, _, err = s.mlog.position(ctx, st.ch, true)
+		pos, _, err = s.mlog.position(ctx, st.ch)
 	}
 	if err != nil {
 		st.err = fmt.Errorf("sss/mongoredis: subscribe %q: %w", st.ch, err)
@@ -340,8 +322,20 @@ func (s *Scaler) Unsubscribe(ctx context.Context, channel string) error {
 
 // Publish stores the publication in MongoDB (batched with concurrent
 // publications of the channel from this process), returns its uid once
-// MongoDB acknowledged it, and relays it over Redis. An idempotency key is
-// honoured for as long as the first publication is kept (retention).
+// MongoDB acknowledged it (with Options.WriteConcern) in the channel's
+// current epoch, and relays it over Redis. An idempotency key is honoured
+// for as long as the first publication is kept (retention).
+//
+// msg must be valid UTF-8 JSON text, else the error wraps
+// scaler.ErrBadPayload and nothing is stored. An error wrapping
+// scaler.ErrUnavailable means the publication surely was not stored. An
+// error wrapping scaler.ErrUncertain means it may have been (ctx ended,
+// or the connection failed, while its insert was on the wire): it may yet
+// appear in the channel, once, if that insert lands (the scaler does not
+// send it again). Retry such a publish with the same idempotency key: the
+// retry returns the stored uid if the first attempt landed and stores the
+// publication once if it did not. Without a key a retry may store it
+// twice.
 func (s *Scaler) Publish(ctx context.Context, channel, topic string, msg json.RawMessage, opts scaler.PublishOptions) (protocol.UID, error) {
 	if s.isClosed() {
 		return protocol.UID{}, scaler.ErrClosed
@@ -349,8 +343,11 @@ func (s *Scaler) Publish(ctx context.Context, channel, topic string, msg json.Ra
 	if channel == "" {
 		return protocol.UID{}, errors.New("sss/mongoredis: publish: empty channel")
 	}
+	if len(msg) > 0 && (!utf8.Valid(msg) || !json.Valid(msg)) {
+		return protocol.UID{}, fmt.Errorf("sss/mongoredis: publish %q: %w", channel, scaler.ErrBadPayload)
+	}
 	if err := ctx.Err(); err != nil {
-		return protocol.UID{}, fmt.Errorf("sss/mongoredis: publish %q: %w", channel, err)
+		return protocol.UID{}, fmt.Errorf("sss/mongoredis: publish %q: %w: %w", channel, scaler.ErrUnavailable, err)
 	}
 	r := newPubReq(channel, topic, msg, opts.IdempotencyKey)
 	if !s.writerFor(channel).enqueue(r) {
@@ -362,12 +359,15 @@ func (s *Scaler) Publish(ctx context.Context, channel, topic string, msg json.Ra
 		select {
 		case <-r.done:
 		default:
-			r.gone.Store(true)
-			return protocol.UID{}, unavailable(fmt.Sprintf("publish %q", channel), ctx.Err())
+			if r.withdraw() {
+				return protocol.UID{}, fmt.Errorf("sss/mongoredis: publish %q: not sent: %w: %w", channel, scaler.ErrUnavailable, ctx.Err())
+			}
+			r.abandoned.Store(true)
+			return protocol.UID{}, fmt.Errorf("sss/mongoredis: publish %q: insert sent, no answer yet: %w: %w", channel, scaler.ErrUncertain, ctx.Err())
 		}
 	}
 	if r.err != nil {
-		if s.isClosed() {
+		if s.isClosed() && !errors.Is(r.err, scaler.ErrUncertain) {
 			return protocol.UID{}, fmt.Errorf("sss/mongoredis: publish %q: %w", channel, scaler.ErrClosed)
 		}
 		return protocol.UID{}, r.err
@@ -380,7 +380,7 @@ func (s *Scaler) Position(ctx context.Context, channel string) (protocol.UID, er
 	if s.isClosed() {
 		return protocol.UID{}, scaler.ErrClosed
 	}
-	pos, _, _, err := s.mlog.position(ctx, channel, true)
+	pos, _, err := s.mlog.position(ctx, channel)
 	if err != nil {
 		return protocol.UID{}, fmt.Errorf("sss/mongoredis: position %q: %w", channel, err)
 	}
@@ -394,14 +394,19 @@ func (s *Scaler) Since(ctx context.Context, channel string, after protocol.UID, 
 		return nil, scaler.ErrClosed
 	}
 	wrap := func(err error) error { return fmt.Errorf("sss/mongoredis: since %q %s: %w", channel, after, err) }
-	d, found, err := s.mlog.channel(ctx, channel, false)
+	info, err := s.mlog.lookup(ctx, channel)
 	if err != nil {
 		return nil, wrap(err)
 	}
-	if !found || d.Epoch != after.Epoch {
+	d := info.doc
+	switch {
+	case d.Epoch != after.Epoch:
 		return nil, wrap(scaler.ErrEpochChanged)
-	}
-	if after.Seq < uint64(d.Floor) {
+	case !info.found && after.Seq > 0:
+		return nil, wrap(scaler.ErrFuture) // never published: position 0
+	case !info.found:
+		return []scaler.Publication{}, nil
+	case after.Seq < uint64(d.Floor):
 		return nil, wrap(scaler.ErrTrimmed)
 	}
 	docs, err := s.mlog.readRange(ctx, channel, d.Epoch, after.Seq, 0, limit)
@@ -445,13 +450,14 @@ func (s *Scaler) History(ctx context.Context, channel string, limit int) ([]scal
 	if s.isClosed() {
 		return nil, scaler.ErrClosed
 	}
-	d, found, err := s.mlog.channel(ctx, channel, false)
+	info, err := s.mlog.lookup(ctx, channel)
 	if err != nil {
 		return nil, fmt.Errorf("sss/mongoredis: history %q: %w", channel, err)
 	}
+	d := info.doc
 	out := []scaler.Publication{}
 	r := s.opts.retention(channel)
-	if !found || r.MaxCount < 0 {
+	if !info.found || r.MaxCount < 0 {
 		return out, nil
 	}
 	if r.MaxCount > 0 && (limit <= 0 || limit > r.MaxCount) {

@@ -38,9 +38,24 @@ type stream struct {
 	// Owned by the worker (set by start before the first worker runs).
 	epoch   string
 	last    uint64
-	held    map[uint64]scaler.Publication
+	held    map[uint64]item
 	armed   bool
 	retries int
+	// The _ids of the newest publications delivered (ring by seq): a
+	// publication relayed again with the same uid but another _id proves
+	// that the log lost what was delivered (see rollback.go). Once it is
+	// proven, nothing more of the epoch is delivered.
+	ids    [idRing]seqID
+	proven bool
+}
+
+// idRing is how many of the newest delivered publications a stream
+// remembers the _id of.
+const idRing = 16
+
+type seqID struct {
+	seq uint64
+	id  bson.ObjectID
 }
 
 // maxHeld bounds the publications a stream holds back while a gap is
@@ -50,14 +65,16 @@ const maxHeld = 4096
 type itemKind uint8
 
 const (
-	itemPub   itemKind = iota + 1 // a relayed publication
-	itemFill                      // fill the gap before the held publications
-	itemCheck                     // compare with the log, fill what is missing
+	itemPub    itemKind = iota + 1 // a relayed publication
+	itemFill                       // fill the gap before the held publications
+	itemCheck                      // compare with the log, fill what is missing
+	itemVerify                     // check that the log still holds what was delivered
 )
 
 type item struct {
 	kind itemKind
 	pub  scaler.Publication
+	id   bson.ObjectID // the publication's document, zero when unknown
 }
 
 func (s *Scaler) stream(ch string) *stream {
@@ -103,7 +120,7 @@ func (st *stream) start(pos protocol.UID) {
 	st.mu.Lock()
 	st.epoch, st.last = pos.Epoch, pos.Seq
 	st.mark()
-	st.held = make(map[uint64]scaler.Publication)
+	st.held = make(map[uint64]item)
 	st.started = true
 	st.lastRecv = time.Now()
 	st.kick()
@@ -128,36 +145,56 @@ func (st *stream) run() {
 			}
 			switch it.kind {
 			case itemPub:
-				st.onPub(it.pub)
+				st.onPub(it)
 			case itemFill:
 				st.armed = false
 				st.fillHeld()
 			case itemCheck:
 				st.check()
+			case itemVerify:
+				st.verify()
 			}
 		}
 	}
 }
 
-func (st *stream) onPub(p scaler.Publication) {
+func (st *stream) onPub(it item) {
+	p := it.pub
 	if p.UID.Epoch != st.epoch {
-		st.epochMismatch(p)
+		st.epochMismatch(it)
 		return
 	}
 	switch {
+	case st.proven:
+		// The epoch's log is known to have lost what was delivered: its
+		// publications wait for the move to a new epoch (retried).
 	case p.UID.Seq <= st.last:
-		return // duplicate or before the start position
+		// A duplicate, or before the start position; unless it is
+		// another publication than the one delivered with that uid.
+		if st.otherThanDelivered(p.UID.Seq, it.id) {
+			st.proven = true
+			ctx, cancel := st.ctx()
+			defer cancel()
+			st.rollback(ctx, fmt.Sprintf("a second publication claims seq %d", p.UID.Seq))
+		}
 	case p.UID.Seq == st.last+1:
-		st.deliver(p)
+		st.deliver(p, it.id)
 		st.drainHeld()
 	default:
 		// Beyond maxHeld, publications are left to the log: the fill
 		// (or the next check) reads them.
 		if len(st.held) < maxHeld {
-			st.held[p.UID.Seq] = p
+			st.held[p.UID.Seq] = it
 		}
 		st.arm(st.s.opts.GapWait)
 	}
+}
+
+// otherThanDelivered reports whether the stream delivered seq as another
+// document than id (both known).
+func (st *stream) otherThanDelivered(seq uint64, id bson.ObjectID) bool {
+	r := st.ids[seq%idRing]
+	return r.seq == seq && !r.id.IsZero() && !id.IsZero() && r.id != id
 }
 
 // arm schedules a fill of the held publications after d.
@@ -169,8 +206,9 @@ func (st *stream) arm(d time.Duration) {
 	st.s.afterFunc(d, func() { st.push(item{kind: itemFill}) })
 }
 
-func (st *stream) deliver(p scaler.Publication) {
+func (st *stream) deliver(p scaler.Publication, id bson.ObjectID) {
 	st.last = p.UID.Seq
+	st.ids[p.UID.Seq%idRing] = seqID{p.UID.Seq, id}
 	st.seenLast.Store(st.last)
 	if h := st.s.handler().Publication; h != nil && !st.removed.Load() {
 		h(p)
@@ -180,12 +218,12 @@ func (st *stream) deliver(p scaler.Publication) {
 // drainHeld delivers held publications that became next in line.
 func (st *stream) drainHeld() {
 	for {
-		p, ok := st.held[st.last+1]
+		it, ok := st.held[st.last+1]
 		if !ok {
 			break
 		}
 		delete(st.held, st.last+1)
-		st.deliver(p)
+		st.deliver(it.pub, it.id)
 	}
 	for seq := range st.held {
 		if seq <= st.last {
@@ -217,12 +255,15 @@ func (st *stream) retry(kind itemKind, err error) {
 		st.arm(d)
 		return
 	}
-	st.s.afterFunc(d, func() { st.push(item{kind: itemCheck}) })
+	st.s.afterFunc(d, func() { st.push(item{kind: kind}) })
 }
 
 // fillHeld reads from the log what is missing before the lowest held
 // publication, then delivers in order.
 func (st *stream) fillHeld() {
+	if st.proven {
+		return
+	}
 	low := st.lowestHeld()
 	if low == 0 {
 		return
@@ -265,7 +306,7 @@ func (st *stream) fill(before uint64) bool {
 				return true
 			}
 		}
-		st.deliver(d.publication())
+		st.deliver(d.publication(), d.ID)
 		filled++
 	}
 	if filled > 0 {
@@ -282,9 +323,9 @@ func (st *stream) fill(before uint64) bool {
 // epoch changed, or they were trimmed. It reports whether the stream
 // stays in the same epoch.
 func (st *stream) lost(ctx context.Context, upTo uint64) bool {
-	d, _, err := st.s.mlog.channel(ctx, st.ch, true)
-	if err == nil && d.Epoch != st.epoch {
-		st.resetEpoch(d.Epoch)
+	info, err := st.s.mlog.lookup(ctx, st.ch)
+	if err == nil && info.doc.Epoch != st.epoch {
+		st.resetEpoch(info.doc.Epoch, nil)
 		st.push(item{kind: itemCheck})
 		return false
 	}
@@ -300,49 +341,60 @@ func (st *stream) lost(ctx context.Context, upTo uint64) bool {
 	return true
 }
 
-// resetEpoch moves the stream to a new epoch and reports it.
-func (st *stream) resetEpoch(ep string) {
-	err := fmt.Errorf("sss/mongoredis: channel %q: %w", st.ch, scaler.ErrEpochChanged)
+// resetEpoch moves the stream to a new epoch and reports it (with err,
+// or a plain ErrEpochChanged when nil).
+func (st *stream) resetEpoch(ep string, err error) {
+	if err == nil {
+		err = fmt.Errorf("sss/mongoredis: channel %q: %w", st.ch, scaler.ErrEpochChanged)
+	}
 	pos := protocol.UID{Epoch: ep}
-	st.s.log.Warn("sss/mongoredis: channel history reset", "channel", st.ch, "uid", pos.String())
+	st.s.log.Warn("sss/mongoredis: channel history reset", "channel", st.ch, "uid", pos.String(), "err", err)
 	st.s.event(scaler.EventGapLost, st.ch, 0, err)
 	st.epoch, st.last = ep, 0
 	st.mark()
 	clear(st.held)
+	st.ids = [idRing]seqID{}
+	st.proven = false
 	if h := st.s.handler().Reset; h != nil && !st.removed.Load() {
 		h(st.ch, pos, err)
 	}
 }
 
 // epochMismatch handles a publication of another epoch than the stream's.
-func (st *stream) epochMismatch(p scaler.Publication) {
+func (st *stream) epochMismatch(it item) {
 	ctx, cancel := st.ctx()
 	defer cancel()
-	d, _, err := st.s.mlog.channel(ctx, st.ch, true)
+	info, err := st.s.mlog.lookup(ctx, st.ch)
 	if err != nil {
 		st.retry(itemCheck, err)
 		return
 	}
+	d := info.doc
 	if d.Epoch == st.epoch {
 		return // a late message of an old epoch
 	}
-	st.resetEpoch(d.Epoch)
-	if p.UID.Epoch == d.Epoch {
-		st.onPub(p)
+	st.resetEpoch(d.Epoch, nil)
+	if it.pub.UID.Epoch == d.Epoch {
+		st.onPub(it)
 	}
 }
 
 // check compares the stream with the log and fills what it missed.
 func (st *stream) check() {
+	if st.proven {
+		st.verify()
+		return
+	}
 	ctx, cancel := st.ctx()
 	defer cancel()
-	d, _, err := st.s.mlog.channel(ctx, st.ch, true)
+	info, err := st.s.mlog.lookup(ctx, st.ch)
 	if err != nil {
 		st.retry(itemCheck, err)
 		return
 	}
+	d := info.doc
 	if d.Epoch != st.epoch {
-		st.resetEpoch(d.Epoch)
+		st.resetEpoch(d.Epoch, nil)
 	}
 	if uint64(d.Floor) > st.last {
 		docs, err := st.s.mlog.readRange(ctx, st.ch, st.epoch, st.last, 0, 1)
@@ -398,50 +450,81 @@ func (s *Scaler) startedStreams(quietSince time.Time) []*stream {
 const checkBatch = 256
 
 // checkStreams compares many streams with the log in two queries per
-// checkBatch channels (the channel documents, then any publication after
-// each stream's position), and makes those that are behind, or whose
-// epoch or floor moved, run their own check.
+// checkBatch channels (the channel documents, then the publications from
+// each stream's last seq on), and makes those that are behind, or whose
+// epoch or floor moved, run their own check, and those whose last
+// publication is missing from the log verify it (see rollback.go).
 func (s *Scaler) checkStreams(list []*stream) error {
 	ctx, cancel := context.WithTimeout(s.ctx, s.opts.WriteTimeout)
 	defer cancel()
 	for len(list) > 0 {
 		chunk := list[:min(len(list), checkBatch)]
 		list = list[len(chunk):]
-		names := make([]string, len(chunk))
-		byName := make(map[string]*stream, len(chunk))
-		for i, st := range chunk {
-			names[i] = st.ch
-			byName[st.ch] = st
+		if err := s.checkChunk(ctx, chunk); err != nil {
+			return err
 		}
-		docs, err := s.mlog.channelsByName(ctx, names)
+	}
+	return nil
+}
+
+func (s *Scaler) checkChunk(ctx context.Context, chunk []*stream) error {
+	names := make([]string, len(chunk))
+	byName := make(map[string]*stream, len(chunk))
+	for i, st := range chunk {
+		names[i] = st.ch
+		byName[st.ch] = st
+	}
+	docs, secret, err := s.mlog.lookupMany(ctx, names)
+	if err != nil {
+		return err
+	}
+	need := make(map[*stream]itemKind)
+	lasts := make(map[string]uint64) // streams whose last seq must be in the log
+	var or bson.A
+	for _, st := range chunk {
+		ep, last := st.seenEpoch.Load(), st.seenLast.Load()
+		d, ok := docs[st.ch]
+		if !ok {
+			d = chanDoc{Ch: st.ch, Epoch: defaultEpoch(secret, st.ch)}
+		}
+		switch {
+		case ep == nil || d.Epoch != *ep || uint64(d.Floor) > last:
+			need[st] = itemCheck
+		case !ok && last > 0:
+			need[st] = itemVerify // delivered publications of a channel without a document
+		case !ok:
+			// Never published: nothing to compare.
+		case last > uint64(d.Floor):
+			lasts[st.ch] = last
+			or = append(or, bson.D{{Key: "ch", Value: st.ch}, {Key: "ep", Value: d.Epoch}, {Key: "seq", Value: bson.D{{Key: "$gte", Value: int64(last)}}}})
+		default:
+			or = append(or, bson.D{{Key: "ch", Value: st.ch}, {Key: "ep", Value: d.Epoch}, {Key: "seq", Value: bson.D{{Key: "$gt", Value: int64(last)}}}})
+		}
+	}
+	if len(or) > 0 {
+		found, err := s.mlog.seqsWith(ctx, bson.D{{Key: "$or", Value: or}})
 		if err != nil {
 			return err
 		}
-		need := make(map[*stream]bool)
-		var or bson.A
-		for _, st := range chunk {
-			ep, last := st.seenEpoch.Load(), st.seenLast.Load()
-			d, ok := docs[st.ch]
-			if !ok || ep == nil || d.Epoch != *ep || uint64(d.Floor) > last {
-				need[st] = true
-				continue
-			}
-			or = append(or, bson.D{{Key: "ch", Value: st.ch}, {Key: "ep", Value: d.Epoch}, {Key: "seq", Value: bson.D{{Key: "$gt", Value: int64(last)}}}})
-		}
-		if len(or) > 0 {
-			behind, err := s.mlog.channelsWith(ctx, bson.D{{Key: "$or", Value: or}})
-			if err != nil {
-				return err
-			}
-			for _, ch := range behind {
-				if st := byName[ch]; st != nil {
-					need[st] = true
-				}
+		present := make(map[string]bool)
+		for _, f := range found {
+			st := byName[f.Ch]
+			switch {
+			case st == nil:
+			case uint64(f.Seq) == lasts[f.Ch]:
+				present[f.Ch] = true
+			case uint64(f.Seq) > st.seenLast.Load():
+				need[st] = itemCheck
 			}
 		}
-		for st := range need {
-			st.push(item{kind: itemCheck})
+		for ch := range lasts {
+			if st := byName[ch]; !present[ch] && need[st] == 0 {
+				need[st] = itemVerify
+			}
 		}
+	}
+	for st, kind := range need {
+		st.push(item{kind: kind})
 	}
 	return nil
 }

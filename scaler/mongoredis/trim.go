@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
@@ -12,10 +13,36 @@ import (
 	"github.com/sss-go/sss/scaler"
 )
 
-// trimLoop is the one trimming path (FerretDB has no TTL indexes): every
-// TrimInterval, the instance that wins a Redis lock applies every
-// channel's retention by count and age, and removes what older epochs
-// left behind.
+// Retention.
+//
+// One trimming path always runs (FerretDB has no TTL indexes): every
+// TrimInterval, the instance that wins a Redis lock runs a trim round.
+// A round walks the channel documents (only channels that had a
+// publication have one) in name order from where the previous round
+// stopped (a cursor kept in Redis next to the lock), a page at a time.
+// For each channel it reads at most two things, the seq that retention
+// by count keeps last and the newest seq older than retention by age;
+// then, for the whole page, one bulk update raises the trim floors and
+// one bulk delete removes what is past them (and, every orphanEvery
+// rounds, what older epochs left behind). A round stops when its time
+// budget (half the interval) is spent, after at least one channel, and
+// the next round resumes at the next channel; so however many channels
+// there are, each is trimmed in turn.
+
+// Trim rounds.
+const (
+	// trimPage is how many channel documents one listing reads.
+	trimPage = 100
+	// orphanEvery: every orphanEvery rounds the trimmer also removes what
+	// older epochs left behind (a reset removes its history itself; only
+	// writers that raced it, or a rollback, leave anything).
+	orphanEvery = 30
+	// cursorTTL bounds how long an idle trim cursor stays in Redis.
+	cursorTTL = 24 * time.Hour
+)
+
+// trimLoop runs a trim round every TrimInterval on the instance that holds
+// the trim lock.
 func (s *Scaler) trimLoop() {
 	t := time.NewTicker(s.opts.TrimInterval)
 	defer t.Stop()
@@ -29,7 +56,7 @@ func (s *Scaler) trimLoop() {
 		ctx, cancel := context.WithTimeout(s.ctx, s.opts.TrimInterval)
 		ok, err := s.rdb.SetNX(ctx, s.opts.Prefix+":trimlock", s.id, s.opts.TrimInterval*9/10).Result()
 		if err == nil && ok {
-			err = s.trimAll(ctx, round%orphanEvery == 0)
+			err = s.trimRound(ctx, s.opts.TrimInterval/2, round%orphanEvery == 0)
 		}
 		cancel()
 		if err != nil && s.ctx.Err() == nil {
@@ -38,69 +65,118 @@ func (s *Scaler) trimLoop() {
 	}
 }
 
-// orphanEvery: every orphanEvery rounds the trimmer also removes what
-// older epochs left behind (a reset removes its history itself; only a
-// writer that raced the reset leaves anything), as that costs one delete
-// per channel.
-const orphanEvery = 30
-
-func (s *Scaler) trimAll(ctx context.Context, orphans bool) error {
-	chans, err := s.mlog.channels(ctx)
-	if err != nil {
-		return err
-	}
-	for _, c := range chans {
-		if err := s.trimChannel(ctx, c, orphans); err != nil {
-			return err
-		}
-	}
-	return nil
+// trimPlan is what a round does to one channel.
+type trimPlan struct {
+	c    chanDoc
+	upTo uint64 // trim every seq up to it (0: nothing)
 }
 
-func (s *Scaler) trimChannel(ctx context.Context, c chanDoc, orphans bool) error {
-	var n int64
-	if orphans {
-		var err error
-		if n, err = s.mlog.deleteOtherEpochs(ctx, c.Ch, c.Epoch); err != nil {
-			return err
-		}
+// trimRound applies retention from the saved cursor on, until the last
+// channel or until budget is spent (after one channel at least).
+func (s *Scaler) trimRound(ctx context.Context, budget time.Duration, orphans bool) error {
+	deadline := time.Now().Add(budget)
+	key := s.opts.Prefix + ":trimcursor"
+	cursor, err := s.rdb.Get(ctx, key).Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		cursor = "" // start over: trimming twice is harmless
 	}
-	r := s.opts.retention(c.Ch)
-	var upTo uint64
-	if r.MaxCount != 0 {
-		m, err := s.mlog.maxSeq(ctx, c.Ch, c.Epoch)
+	save := func(c string) { _ = s.rdb.Set(ctx, key, c, cursorTTL).Err() }
+	first := true
+	for {
+		page, err := s.mlog.channelPage(ctx, cursor, trimPage)
 		if err != nil {
 			return err
 		}
-		keep := uint64(max(r.MaxCount, 0))
-		if m > keep {
-			upTo = m - keep
+		plans := make([]trimPlan, 0, len(page))
+		for _, c := range page {
+			if !first && time.Now().After(deadline) {
+				break
+			}
+			first = false
+			p, err := s.planTrim(ctx, c)
+			if err != nil {
+				return errors.Join(err, s.applyTrim(ctx, plans, orphans))
+			}
+			plans = append(plans, p)
 		}
+		if err := s.applyTrim(ctx, plans, orphans); err != nil {
+			return err
+		}
+		if len(plans) > 0 {
+			cursor = plans[len(plans)-1].c.Ch
+		}
+		switch {
+		case len(plans) < len(page): // out of time: resume here
+			save(cursor)
+			return nil
+		case len(page) < trimPage: // every channel seen: start over next time
+			save("")
+			return nil
+		}
+	}
+}
+
+// planTrim finds how far retention trims channel c, with at most two
+// reads.
+func (s *Scaler) planTrim(ctx context.Context, c chanDoc) (trimPlan, error) {
+	p := trimPlan{c: c}
+	r := s.opts.retention(c.Ch)
+	base := bson.D{{Key: "ch", Value: c.Ch}, {Key: "ep", Value: c.Epoch}}
+	newestFirst := bson.D{{Key: "seq", Value: -1}}
+	onlySeq := bson.D{{Key: "seq", Value: 1}}
+	if r.MaxCount != 0 {
+		// The newest seq beyond the MaxCount newest ones.
+		seq, err := s.mlog.firstSeq(ctx, base, options.FindOne().SetSort(newestFirst).SetProjection(onlySeq).SetSkip(int64(max(r.MaxCount, 0))))
+		if err != nil {
+			return p, err
+		}
+		p.upTo = seq
 	}
 	if r.MaxAge > 0 {
-		var d struct {
-			Seq int64 `bson:"seq"`
-		}
-		err := s.mlog.pubs.FindOne(ctx,
-			bson.D{{Key: "ch", Value: c.Ch}, {Key: "ep", Value: c.Epoch}, {Key: "t", Value: bson.D{{Key: "$lt", Value: time.Now().Add(-r.MaxAge)}}}},
-			options.FindOne().SetSort(bson.D{{Key: "seq", Value: -1}}).SetProjection(bson.D{{Key: "seq", Value: 1}})).Decode(&d)
-		switch {
-		case errors.Is(err, mongo.ErrNoDocuments):
-		case err != nil:
-			return unavailable("trim", err)
-		case d.Seq > 0:
-			upTo = max(upTo, uint64(d.Seq))
-		}
-	}
-	if upTo > uint64(c.Floor) {
-		k, err := s.mlog.deleteUpTo(ctx, c.Ch, c.Epoch, upTo)
+		aged := bson.D{base[0], base[1], {Key: "t", Value: bson.D{{Key: "$lt", Value: time.Now().Add(-r.MaxAge)}}}}
+		seq, err := s.mlog.firstSeq(ctx, aged, options.FindOne().SetSort(newestFirst).SetProjection(onlySeq))
 		if err != nil {
-			return err
+			return p, err
 		}
-		n += k
+		p.upTo = max(p.upTo, seq)
 	}
-	if n > 0 {
-		s.event(scaler.EventTrimmed, c.Ch, int(n), nil)
+	return p, nil
+}
+
+// applyTrim raises the floors of the planned channels in one bulk update,
+// then deletes what is below them in one bulk delete, and reports the
+// trimmed counts.
+func (s *Scaler) applyTrim(ctx context.Context, plans []trimPlan, orphans bool) error {
+	var floors, dels []mongo.WriteModel
+	for _, p := range plans {
+		c := p.c
+		if p.upTo > uint64(c.Floor) {
+			floors = append(floors, mongo.NewUpdateOneModel().
+				SetFilter(bson.D{{Key: "_id", Value: c.Ch}, {Key: "ep", Value: c.Epoch}}).
+				SetUpdate(bson.D{{Key: "$max", Value: bson.D{{Key: "floor", Value: int64(p.upTo)}}}}))
+			dels = append(dels, mongo.NewDeleteManyModel().SetFilter(bson.D{{Key: "ch", Value: c.Ch}, {Key: "ep", Value: c.Epoch},
+				{Key: "seq", Value: bson.D{{Key: "$lte", Value: int64(p.upTo)}}}}))
+		}
+		if orphans {
+			dels = append(dels, mongo.NewDeleteManyModel().SetFilter(bson.D{{Key: "ch", Value: c.Ch},
+				{Key: "ep", Value: bson.D{{Key: "$ne", Value: c.Epoch}}}}))
+		}
+	}
+	// Floors first: a reader that misses a deleted seq finds it covered.
+	if len(floors) > 0 {
+		if _, err := s.mlog.chans.BulkWrite(ctx, floors, options.BulkWrite().SetOrdered(false)); err != nil {
+			return unavailable("trim", err)
+		}
+	}
+	if len(dels) > 0 {
+		if _, err := s.mlog.pubs.BulkWrite(ctx, dels, options.BulkWrite().SetOrdered(false)); err != nil {
+			return unavailable("trim", err)
+		}
+	}
+	for _, p := range plans {
+		if n := int64(p.upTo) - p.c.Floor; n > 0 {
+			s.event(scaler.EventTrimmed, p.c.Ch, int(n), nil)
+		}
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,37 +16,64 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/sss-go/sss/protocol"
+	"github.com/sss-go/sss/scaler"
 )
 
-// A writer trusts its cached epoch for epochRecheck while it keeps
-// writing, and for idleRecheck after its last write; then it reads the
-// channel document again (catches a history reset by another instance or
-// a database that lost its data while this process was idle).
+// States of a publish request, shared by Publish and the writer.
 const (
-	epochRecheck = time.Second
-	idleRecheck  = 200 * time.Millisecond
+	reqQueued  int32 = iota // not on the wire: Publish may withdraw it
+	reqSending              // in an insert, or in one whose outcome is unknown
+	reqGone                 // withdrawn by Publish before it was sent
 )
 
 // pubReq is one Publish call waiting for its batch.
 type pubReq struct {
-	doc       pubDoc
-	ambiguous bool        // an earlier attempt may have stored it
-	gone      atomic.Bool // the caller stopped waiting
-	done      chan struct{}
-	uid       protocol.UID
-	err       error
+	doc   pubDoc
+	state atomic.Int32
+	// abandoned: Publish returned ErrUncertain; the writer does not send
+	// the request again (only an insert already on the wire may store it).
+	abandoned atomic.Bool
+	// maybeStored: an insert carrying the request had an unknown
+	// outcome, so it may be stored. Owned by the writer goroutine.
+	maybeStored bool
+	once        sync.Once
+	done        chan struct{}
+	uid         protocol.UID
+	err         error
 }
 
 func (r *pubReq) finish(uid protocol.UID, err error) {
-	r.uid, r.err = uid, err
-	close(r.done)
+	r.once.Do(func() {
+		r.uid, r.err = uid, err
+		close(r.done)
+	})
+}
+
+// withdraw takes back a request that never left the process; it reports
+// false once the request is (or was) on the wire.
+func (r *pubReq) withdraw() bool { return r.state.CompareAndSwap(reqQueued, reqGone) }
+
+// keyed reports whether the request has an idempotency key.
+func (r *pubReq) keyed() bool { return !strings.HasPrefix(r.doc.Key, "#") }
+
+// renew gives the request a new _id (and, without an idempotency key, a
+// new key), so that a copy stored in a dead epoch is never taken for it.
+func (r *pubReq) renew() {
+	r.doc.ID = bson.NewObjectID()
+	if !r.keyed() {
+		r.doc.Key = "#" + r.doc.ID.Hex()
+	}
 }
 
 // writer batches the publications of one channel made by this process:
 // at most one insertMany per channel is in flight, and what arrives
 // meanwhile goes into the next one. Sequence numbers are assigned by the
-// unique (ch, ep, seq) index: the writer keeps the next seq in memory,
-// moves past conflicts, and re-reads the log's maximum when unsure.
+// unique (ch, ep, seq) index: the writer keeps the next seq in memory;
+// only a seq found taken moves it forward (see writer_conflict.go).
+// Every insert is confirmed by reading the channel's epoch afterwards: an
+// insert into an epoch that ended meanwhile (history reset, rollback
+// noticed, database wiped) is not acknowledged but written again in the
+// new one.
 type writer struct {
 	s  *Scaler
 	ch string
@@ -57,6 +85,11 @@ type writer struct {
 	next    uint64 // 0: unknown, read from the log before the next write
 	checked time.Time
 	wrote   time.Time
+	// Turns (writer_lock.go): taken until contendedUntil, not before
+	// lockOffUntil; the next one not before yieldUntil.
+	contendedUntil time.Time
+	lockOffUntil   time.Time
+	yieldUntil     time.Time
 
 	// Stored publications waiting to be relayed, in seq order. Relaying
 	// runs on its own goroutine so that a slow or absent Redis never
@@ -104,10 +137,10 @@ func (w *writer) observe(ep string, seq uint64) {
 	w.mu.Unlock()
 }
 
-// invalidate forgets the cached epoch and next seq.
+// invalidate forgets the next seq: it is read from the log again.
 func (w *writer) invalidate() {
 	w.mu.Lock()
-	w.next, w.checked = 0, time.Time{}
+	w.next = 0
 	w.mu.Unlock()
 }
 
@@ -129,35 +162,40 @@ func (w *writer) run() {
 	}
 }
 
-// prepare returns the epoch and next seq to write with.
+// prepare returns the epoch and next seq to write with: the cached ones,
+// else the channel's (created on its first publish) and the log's.
 func (w *writer) prepare(ctx context.Context) (string, uint64, error) {
 	w.mu.Lock()
-	ep, next, checked, wrote := w.epoch, w.next, w.checked, w.wrote
+	ep, next := w.epoch, w.next
 	w.mu.Unlock()
-	if ep != "" && next != 0 && time.Since(checked) < epochRecheck && time.Since(wrote) < idleRecheck {
+	if ep != "" && next != 0 {
 		return ep, next, nil
 	}
-	d, _, err := w.s.mlog.channel(ctx, w.ch, true)
+	if _, err := w.s.mlog.ensureChannel(ctx, w.ch); err != nil {
+		return "", 0, err
+	}
+	_, pos, err := w.s.mlog.tip(ctx, w.ch)
 	if err != nil {
 		return "", 0, err
 	}
-	if d.Epoch != ep {
-		next = 0
-	}
-	if next == 0 {
-		m, err := w.s.mlog.maxSeq(ctx, w.ch, d.Epoch)
-		if err != nil {
-			return "", 0, err
-		}
-		next = max(m, uint64(d.Floor)) + 1
-	}
+	next = pos.Seq + 1
 	w.mu.Lock()
-	if w.epoch == d.Epoch {
+	if w.epoch == pos.Epoch {
 		next = max(next, w.next)
 	}
-	w.epoch, w.next, w.checked = d.Epoch, next, time.Now()
+	w.epoch, w.next, w.checked = pos.Epoch, next, time.Now()
 	w.mu.Unlock()
-	return d.Epoch, next, nil
+	return pos.Epoch, next, nil
+}
+
+// setNext records the next seq to try in epoch ep (it may go back, to a
+// seq found free after a duplicate key error).
+func (w *writer) setNext(ep string, next uint64) {
+	w.mu.Lock()
+	if w.epoch == ep {
+		w.next = next
+	}
+	w.mu.Unlock()
 }
 
 // advance records that seqs below next are taken.
@@ -173,21 +211,14 @@ func (w *writer) advance(ep string, next uint64) {
 // write stores a batch, retrying within WriteTimeout, then acknowledges
 // and relays what was stored.
 func (w *writer) write(reqs []*pubReq) {
-	s := w.s
-	ctx, cancel := context.WithTimeout(s.ctx, s.opts.WriteTimeout)
+	ctx, cancel := context.WithTimeout(w.s.ctx, w.s.opts.WriteTimeout)
 	defer cancel()
-	conflicts := 0
-	var lastErr error
+	var (
+		lastErr   error
+		conflicts int
+	)
 	for attempt := 0; ; attempt++ {
-		live := reqs[:0]
-		for _, r := range reqs {
-			if r.gone.Load() {
-				r.finish(protocol.UID{}, context.Canceled)
-				continue
-			}
-			live = append(live, r)
-		}
-		reqs = live
+		reqs = dropGone(reqs)
 		if len(reqs) == 0 {
 			return
 		}
@@ -195,83 +226,162 @@ func (w *writer) write(reqs []*pubReq) {
 			if lastErr == nil {
 				lastErr = ctx.Err()
 			}
-			w.failAll(reqs, unavailable("publish "+fmt.Sprintf("%q", w.ch), lastErr))
+			w.giveUp(reqs, lastErr)
 			return
 		}
-		ep, next, err := w.prepare(ctx)
+		var wait time.Duration
+		var err error
+		reqs, wait, err = w.turn(ctx, reqs, attempt, &conflicts)
 		if err != nil {
 			lastErr = err
-			w.invalidate()
-			sleepCtx(ctx, backoff(attempt))
-			continue
 		}
-		docs := make([]any, len(reqs))
-		now := time.Now()
-		for i, r := range reqs {
-			r.doc.Epoch, r.doc.Seq, r.doc.Time = ep, int64(next)+int64(i), now
-			docs[i] = &r.doc
-		}
-		_, err = s.mlog.pubs.InsertMany(ctx, docs, options.InsertMany().SetOrdered(true))
-		if err == nil {
-			w.advance(ep, next+uint64(len(reqs)))
-			w.ack(reqs, nil)
-			return
-		}
-		var bwe mongo.BulkWriteException
-		if !errors.As(err, &bwe) || len(bwe.WriteErrors) == 0 || bwe.WriteConcernError != nil {
-			// Unknown outcome: any of them may be stored. Their _id
-			// tells later attempts whether they were.
-			lastErr = err
-			for _, r := range reqs {
-				r.ambiguous = true
-			}
-			w.invalidate()
-			sleepCtx(ctx, backoff(attempt))
-			continue
-		}
-		first := bwe.WriteErrors[0]
-		for _, we := range bwe.WriteErrors {
-			if we.Index < first.Index {
-				first = we
-			}
-		}
-		i := first.Index
-		if i < 0 || i >= len(reqs) {
-			lastErr = err
-			w.invalidate()
-			sleepCtx(ctx, backoff(attempt))
-			continue
-		}
-		// Ordered insert: everything before i is stored.
-		w.advance(ep, next+uint64(i))
-		w.ack(reqs[:i], nil)
-		reqs = reqs[i:]
-		if !isDuplicate(first.WriteError) {
-			w.failAll(reqs, fmt.Errorf("sss/mongoredis: publish %q: %s", w.ch, first.Message))
-			return
-		}
-		r := reqs[0]
-		resolved, err := w.resolveDuplicate(ctx, r, ep, first.Message)
-		if err != nil {
-			lastErr = err
-			sleepCtx(ctx, backoff(attempt))
-			continue
-		}
-		if resolved {
-			reqs = reqs[1:]
-			continue
-		}
-		// Another process took seq next+i: move past it. Reading the
-		// log's maximum is a collection scan on FerretDB, so it is only
-		// done after a long run of conflicts (relay hints usually move
-		// next ahead first).
-		conflicts++
-		if conflicts%32 == 0 {
-			w.invalidate()
-		} else {
-			w.advance(ep, next+uint64(i)+1)
+		release(reqs)
+		if wait > 0 && len(reqs) > 0 {
+			sleepCtx(ctx, wait)
 		}
 	}
+}
+
+// turn runs one attempt, holding the channel's write lock when the
+// writer takes turns with others.
+func (w *writer) turn(ctx context.Context, reqs []*pubReq, n int, conflicts *int) ([]*pubReq, time.Duration, error) {
+	if !w.contended() {
+		return w.attempt(ctx, reqs, n, conflicts)
+	}
+	w.mu.Lock()
+	yield := time.Until(w.yieldUntil)
+	w.mu.Unlock()
+	if yield > 0 {
+		sleepCtx(ctx, yield) // another writer waited for the last turn: let it go first
+	}
+	token, hint := w.lock(ctx)
+	if hint != "" {
+		w.mu.Lock()
+		if h, ok := parseHint(hint, w.epoch); ok && w.next != 0 && h >= w.next {
+			w.next = h + 1
+		}
+		w.mu.Unlock()
+	}
+	reqs, wait, err := w.attempt(ctx, reqs, n, conflicts)
+	if token != "" {
+		w.mu.Lock()
+		ep, top := w.epoch, w.next
+		w.mu.Unlock()
+		if top > 0 {
+			top--
+		}
+		if pause := w.unlock(token, ep, top); pause > 0 {
+			w.mu.Lock()
+			w.yieldUntil = time.Now().Add(pause)
+			w.mu.Unlock()
+		}
+	}
+	return reqs, wait, err
+}
+
+// dropGone drops the requests Publish withdrew or gave up on.
+func dropGone(reqs []*pubReq) []*pubReq {
+	live := reqs[:0]
+	for _, r := range reqs {
+		if r.state.Load() != reqGone && !r.abandoned.Load() {
+			live = append(live, r)
+		}
+	}
+	return live
+}
+
+// claim marks the requests as being sent, right before their insert,
+// dropping those Publish withdrew.
+func claim(reqs []*pubReq) []*pubReq {
+	live := reqs[:0]
+	for _, r := range reqs {
+		if r.state.CompareAndSwap(reqQueued, reqSending) || r.state.Load() == reqSending {
+			live = append(live, r)
+		}
+	}
+	return live
+}
+
+// release lets Publish withdraw the requests that are surely not stored,
+// between two attempts.
+func release(reqs []*pubReq) {
+	for _, r := range reqs {
+		if !r.maybeStored {
+			r.state.CompareAndSwap(reqSending, reqQueued)
+		}
+	}
+}
+
+// attempt makes one insert of reqs and deals with its outcome. It returns
+// the requests still to write, how long to wait before the next attempt,
+// and the error that made it fail, if any.
+func (w *writer) attempt(ctx context.Context, reqs []*pubReq, n int, conflicts *int) ([]*pubReq, time.Duration, error) {
+	ep, next, err := w.prepare(ctx)
+	if err != nil {
+		w.invalidate()
+		return reqs, backoff(n), err
+	}
+	if reqs = claim(reqs); len(reqs) == 0 {
+		return nil, 0, nil
+	}
+	docs := make([]any, len(reqs))
+	now := time.Now()
+	for i, r := range reqs {
+		r.doc.Epoch, r.doc.Seq, r.doc.Time = ep, int64(next)+int64(i), now
+		docs[i] = &r.doc
+	}
+	_, err = w.s.mlog.pubs.InsertMany(ctx, docs, options.InsertMany().SetOrdered(true))
+	stored, we := insertOutcome(err, len(reqs))
+	if stored < 0 {
+		// Unknown outcome: any of them may be stored. Their _id tells
+		// later attempts whether they were.
+		for _, r := range reqs {
+			r.maybeStored = true
+		}
+		w.invalidate()
+		return reqs, backoff(n), err
+	}
+	if stored > 0 {
+		ok, err := w.confirm(ctx, ep, reqs[:stored], nil)
+		if err != nil || !ok {
+			return reqs, backoff(n), err
+		}
+		w.advance(ep, next+uint64(stored))
+		reqs = reqs[stored:]
+	}
+	if we == nil {
+		return reqs, 0, nil
+	}
+	r := reqs[0]
+	if !isDuplicate(*we) {
+		// Rejected (too large, invalid): stored nowhere.
+		r.finish(protocol.UID{}, fmt.Errorf("sss/mongoredis: publish %q: %s", w.ch, we.Message))
+		return reqs[1:], 0, nil
+	}
+	return w.duplicate(ctx, reqs, ep, next+uint64(stored), n, conflicts)
+}
+
+// insertOutcome reads an ordered insertMany's error: how many documents
+// are surely stored (-1: unknown) and the write error of the first one
+// that was not (nil: all stored).
+func insertOutcome(err error, n int) (int, *mongo.WriteError) {
+	if err == nil {
+		return n, nil
+	}
+	var bwe mongo.BulkWriteException
+	if !errors.As(err, &bwe) || len(bwe.WriteErrors) == 0 || bwe.WriteConcernError != nil {
+		return -1, nil
+	}
+	first := bwe.WriteErrors[0]
+	for _, we := range bwe.WriteErrors {
+		if we.Index < first.Index {
+			first = we
+		}
+	}
+	if first.Index < 0 || first.Index >= n {
+		return -1, nil
+	}
+	return first.Index, &first.WriteError
 }
 
 // isDuplicate reports whether a write error is a duplicate key error.
@@ -279,47 +389,16 @@ func isDuplicate(we mongo.WriteError) bool {
 	return we.Code == 11000 || we.Code == 11001 || strings.Contains(we.Message, "E11000")
 }
 
-// resolveDuplicate handles a duplicate key error on r: r itself stored by an
-// earlier attempt (same _id), or an idempotent retry (same key). It reports
-// whether r is finished; false means a sequence conflict.
-func (w *writer) resolveDuplicate(ctx context.Context, r *pubReq, ep, msg string) (bool, error) {
-	// MongoDB names the index in the message; FerretDB does not.
-	bySeq := strings.Contains(msg, indexSeq)
-	keyed := !strings.HasPrefix(r.doc.Key, "#")
-	if r.ambiguous {
-		d, found, err := w.s.mlog.findOne(ctx, bson.D{{Key: "_id", Value: r.doc.ID}})
-		if err != nil {
-			return false, err
-		}
-		if found {
-			w.ack([]*pubReq{r}, &d)
-			return true, nil
-		}
-	}
-	if keyed && !bySeq {
-		d, found, err := w.s.mlog.findOne(ctx, bson.D{{Key: "ch", Value: w.ch}, {Key: "ik", Value: r.doc.Key}})
-		if err != nil {
-			return false, err
-		}
-		if found {
-			if d.Epoch != ep {
-				// Left over from an older epoch: it no longer counts.
-				if _, err := w.s.mlog.pubs.DeleteOne(ctx, bson.D{{Key: "_id", Value: d.ID}}); err != nil {
-					return false, unavailable("publish", err)
-				}
-				return false, nil
-			}
-			r.finish(protocol.UID{Epoch: d.Epoch, Seq: uint64(d.Seq)}, nil)
-			return true, nil
-		}
-	}
-	return false, nil
-}
-
-func (w *writer) failAll(reqs []*pubReq, err error) {
+// giveUp fails the requests once WriteTimeout has passed: those that may
+// be stored with ErrUncertain, the others with ErrUnavailable.
+func (w *writer) giveUp(reqs []*pubReq, err error) {
 	w.invalidate()
 	for _, r := range reqs {
-		r.finish(protocol.UID{}, err)
+		if r.maybeStored {
+			r.finish(protocol.UID{}, fmt.Errorf("sss/mongoredis: publish %q: %w: %w", w.ch, scaler.ErrUncertain, err))
+		} else {
+			r.finish(protocol.UID{}, unavailable(fmt.Sprintf("publish %q", w.ch), err))
+		}
 	}
 }
 
@@ -365,6 +444,14 @@ func (w *writer) relayRun() {
 func backoff(n int) time.Duration {
 	d := 20 * time.Millisecond << min(n, 4)
 	return min(d, 300*time.Millisecond)
+}
+
+// jitter is a random pause of up to d.
+func jitter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return 0
+	}
+	return rand.N(d)
 }
 
 // sleepCtx sleeps d or until ctx ends; it reports whether it slept fully.

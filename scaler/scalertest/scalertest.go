@@ -30,6 +30,7 @@
 //	Users            AddUser / RemoveUser counting, UserInstances
 //	Health           nil when started
 //	Close            errors after Close (ErrClosed), presence and users dropped, Close idempotent, cancelled contexts
+//	Payload          non-ASCII text, escapes and big numbers: live and recovered (Since, History) bytes identical; invalid UTF-8 or JSON rejected (ErrBadPayload), nothing stored
 //	NoLeak           closing every instance leaves no goroutine behind
 //	Fault/DroppedRelay    a dropped relay (first, middle, last) is filled from the log, never a gap
 //	Fault/DelayedRelay    a delayed relay overtaken by later ones: still in order, once
@@ -92,6 +93,7 @@ func Run(t *testing.T, f Factory) {
 	t.Run("Users", func(t *testing.T) { testUsers(t, f) })
 	t.Run("Health", func(t *testing.T) { testHealth(t, f) })
 	t.Run("Close", func(t *testing.T) { testClose(t, f) })
+	t.Run("Payload", func(t *testing.T) { testPayload(t, f) })
 	t.Run("NoLeak", func(t *testing.T) { testNoLeak(t, f) })
 	t.Run("Fault", func(t *testing.T) {
 		t.Run("DroppedRelay", func(t *testing.T) { testDroppedRelay(t, f) })
