@@ -14,7 +14,7 @@ import (
 
 func benchServer(b *testing.B) (*testServer, *client.Client) {
 	b.Helper()
-	srv, err := server.New(nil, serverOpts())
+	srv, err := server.New(context.Background(), nil, serverOpts())
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -16,7 +16,7 @@ import (
 // exampleServer starts an in-memory sss server for the examples and
 // returns its WebSocket URL and a function that stops it.
 func exampleServer() (*server.Server, string, func()) {
-	srv, err := server.New(nil, server.Options{ShutdownSpread: -1, Logger: quiet()})
+	srv, err := server.New(context.Background(), nil, server.Options{ShutdownSpread: -1, Logger: quiet()})
 	if err != nil {
 		panic(err)
 	}

@@ -203,7 +203,7 @@ func TestRecoveryAfterServerRestart(t *testing.T) {
 			_ = m.Close(context.Background())
 		}
 	})
-	pubSrv, err := server.New(instance(), serverOpts())
+	pubSrv, err := server.New(context.Background(), instance(), serverOpts())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -215,7 +215,7 @@ func TestRecoveryAfterServerRestart(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	serve := func(ln net.Listener) (*server.Server, *http.Server) {
-		srv, err := server.New(instance(), serverOpts())
+		srv, err := server.New(context.Background(), instance(), serverOpts())
 		if err != nil {
 			t.Fatal(err)
 		}

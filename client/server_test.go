@@ -72,7 +72,7 @@ func (s *testServer) url(query string) string {
 
 func startServer(t *testing.T, sc scaler.Scaler, opts server.Options) *testServer {
 	t.Helper()
-	srv, err := server.New(sc, opts)
+	srv, err := server.New(context.Background(), sc, opts)
 	if err != nil {
 		t.Fatalf("server.New: %v", err)
 	}
@@ -604,7 +604,7 @@ func TestDialOptions(t *testing.T) {
 		}
 		return &server.Session{User: r.Header.Get("X-User"), SessionID: sid}, nil
 	}
-	srv, err := server.New(nil, opts)
+	srv, err := server.New(context.Background(), nil, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

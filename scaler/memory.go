@@ -371,6 +371,10 @@ type Memory struct {
 
 var (
 	_ Scaler        = (*Memory)(nil)
+	_ HistoryReader = (*Memory)(nil)
+	_ ControlPlane  = (*Memory)(nil)
+	_ PresenceStore = (*Memory)(nil)
+	_ UserRegistry  = (*Memory)(nil)
 	_ FaultInjector = (*Memory)(nil)
 )
 

@@ -10,6 +10,9 @@ import (
 
 // Scaler connects one server instance to every other instance of a
 // deployment. It is the only thing a server knows of other instances.
+// This interface is the required core (streams, publish, recovery,
+// health); the optional capabilities below (HistoryReader, ControlPlane,
+// PresenceStore, UserRegistry) add what a scaler may also offer.
 //
 // Every method is safe for concurrent use and takes a context that bounds
 // how long it may block. Failures are returned as errors that wrap the
@@ -40,15 +43,12 @@ import (
 //     before delivering later ones. When the missing publications can no
 //     longer be read (trimmed, history reset), Handler.Reset reports it
 //     instead of skipping silently.
-//   - Control messages (broadcast, boot, presence events, tells to a user
-//     or session) reach every running instance, the sender included, at
-//     most once and outside every channel sequence.
-//   - Shared state (presence, user registrations) is held under the
+//   - Control messages (ControlPlane: broadcast, boot, presence events,
+//     tells to a user or session) reach every running instance, the
+//     sender included, at most once and outside every channel sequence.
+//   - Shared state (PresenceStore, UserRegistry) is held under the
 //     instance's lease and vanishes when the lease ends.
 type Scaler interface {
-	// ID returns this instance's id, unique within the backend.
-	ID() string
-
 	// Start attaches the handler that receives this instance's streams and
 	// control messages, and starts the instance's lease and background
 	// work. A server calls it once, before Subscribe. A process that only
@@ -69,12 +69,10 @@ type Scaler interface {
 	// then relays it to every instance subscribed to channel. With a
 	// non-empty PublishOptions.IdempotencyKey, a retried publish with the
 	// same key on the same channel within the scaler's idempotency window
-	// returns the first uid and stores nothing new. msg must be valid
-	// UTF-8 JSON text (else an error wrapping ErrBadPayload, nothing
-	// stored); every delivery and every recovery of the publication then
-	// carries the same bytes. An error wrapping ErrUnavailable means
-	// nothing was stored; one wrapping ErrUncertain means it may have
-	// been: retry with the same idempotency key.
+	// returns the first uid and stores nothing new. It returns an error
+	// wrapping ErrUncertain when it cannot tell whether the publication
+	// was stored, ErrUnavailable when it surely was not, and ErrBadPayload
+	// when msg is not valid UTF-8 JSON text.
 	Publish(ctx context.Context, channel, topic string, msg json.RawMessage, opts PublishOptions) (protocol.UID, error)
 
 	// Position returns the channel's current position without subscribing.
@@ -88,14 +86,54 @@ type Scaler interface {
 	// position, and ErrUnavailable when the backend cannot answer now.
 	Since(ctx context.Context, channel string, after protocol.UID, limit int) ([]Publication, error)
 
+	// Health returns nil when this instance can serve: relay connected and
+	// probing OK, log reachable, lease held. Otherwise an error saying
+	// what is wrong (wrapping ErrUnavailable).
+	Health(ctx context.Context) error
+
+	// Close stops the streams, drops this instance's lease (and so its
+	// presence and user entries) and releases what the scaler created. It
+	// waits for background goroutines, bounded by ctx. Idempotent.
+	Close(ctx context.Context) error
+}
+
+// The optional capabilities. A server finds them with a type assertion on
+// its Scaler, the way io.Copy finds io.WriterTo, and falls back as each
+// says when one is missing; scalertest checks every capability a scaler
+// offers. A scaler that connects instances should offer ControlPlane and
+// PresenceStore: without them broadcasts, boots, tells and presence reach
+// only the sockets of the instance that sends them.
+
+// HistoryReader reads a channel's newest publications (for a page that
+// loads a channel's state when it first subscribes).
+//
+// Without it, server.Server.History reads them with Position and Since.
+type HistoryReader interface {
 	// History returns up to limit of the newest publications of channel,
 	// oldest first (limit <= 0 means all that are kept).
 	History(ctx context.Context, channel string, limit int) ([]Publication, error)
+}
 
+// ControlPlane carries control messages (broadcasts, boots, tells to a
+// user, session or socket, presence events) to every instance.
+//
+// Without it, a server delivers its own control messages to its own
+// sockets only: right for a single instance, not for several.
+type ControlPlane interface {
+	// ID returns this instance's id, unique within the backend; it is
+	// the Origin of the control messages it sends.
+	ID() string
 	// Control sends a control message to every running instance,
 	// this one included. Not stored, not recoverable.
 	Control(ctx context.Context, msg Control) error
+}
 
+// PresenceStore keeps who is present on which channel, across instances,
+// under each instance's lease.
+//
+// Without it, a server keeps the presence of its own sockets in memory and
+// Presence and Count see only them.
+type PresenceStore interface {
 	// Join records member as present on channel under this instance's
 	// lease; joining again with the same Member.ID replaces the entry.
 	Join(ctx context.Context, channel string, member Member) error
@@ -106,7 +144,15 @@ type Scaler interface {
 	Presence(ctx context.Context, channel string) ([]Member, error)
 	// Count returns len(Presence(channel)) without building the list.
 	Count(ctx context.Context, channel string) (int, error)
+}
 
+// UserRegistry records which instances hold sockets of which users, under
+// each instance's lease.
+//
+// Without it, server.Server.UserOnline sees only this instance's sockets.
+type UserRegistry interface {
+	// ID returns this instance's id, unique within the backend.
+	ID() string
 	// AddUser records that this instance holds a socket of user; calls are
 	// counted, and RemoveUser undoes one.
 	AddUser(ctx context.Context, user string) error
@@ -115,16 +161,6 @@ type Scaler interface {
 	// UserInstances returns the ids of the live instances holding a socket
 	// of user.
 	UserInstances(ctx context.Context, user string) ([]string, error)
-
-	// Health returns nil when this instance can serve: relay connected and
-	// probing OK, log reachable, lease held. Otherwise an error saying
-	// what is wrong (wrapping ErrUnavailable).
-	Health(ctx context.Context) error
-
-	// Close stops the streams, drops this instance's lease (and so its
-	// presence and user entries) and releases what the scaler created. It
-	// waits for background goroutines, bounded by ctx. Idempotent.
-	Close(ctx context.Context) error
 }
 
 // Handler receives what a Scaler delivers to its instance. Each function is

@@ -79,7 +79,7 @@ func BenchmarkFanout(b *testing.B) {
 }
 
 func benchFanout(b *testing.B, subs int) {
-	srv, err := New(nil, Options{HeartbeatInterval: -1, SendQueueMessages: 1 << 14, ShutdownSpread: -1,
+	srv, err := New(context.Background(), nil, Options{HeartbeatInterval: -1, SendQueueMessages: 1 << 14, ShutdownSpread: -1,
 		Logger: quietLogger()})
 	if err != nil {
 		b.Fatal(err)
@@ -158,7 +158,7 @@ func benchFanout(b *testing.B, subs int) {
 // BenchmarkPublish measures Server.Publish end to end through the
 // in-memory scaler to 100 subscribers.
 func BenchmarkPublish(b *testing.B) {
-	srv, err := New(nil, Options{HeartbeatInterval: -1, SendQueueMessages: 1 << 14, ShutdownSpread: -1, Logger: quietLogger()})
+	srv, err := New(context.Background(), nil, Options{HeartbeatInterval: -1, SendQueueMessages: 1 << 14, ShutdownSpread: -1, Logger: quietLogger()})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -216,7 +216,7 @@ func BenchmarkPublish(b *testing.B) {
 // BenchmarkAskRoundTrip measures one ask answered over a loopback
 // connection.
 func BenchmarkAskRoundTrip(b *testing.B) {
-	srv, err := New(nil, Options{HeartbeatInterval: -1, ShutdownSpread: -1, Logger: quietLogger()})
+	srv, err := New(context.Background(), nil, Options{HeartbeatInterval: -1, ShutdownSpread: -1, Logger: quietLogger()})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -250,7 +250,7 @@ func BenchmarkAskRoundTrip(b *testing.B) {
 // connections with a hand-made handshake, so their own memory is small.
 func BenchmarkIdleConnMemory(b *testing.B) {
 	const conns = 1000
-	srv, err := New(nil, Options{HeartbeatInterval: 30 * time.Second, ShutdownSpread: -1, Logger: quietLogger()})
+	srv, err := New(context.Background(), nil, Options{HeartbeatInterval: 30 * time.Second, ShutdownSpread: -1, Logger: quietLogger()})
 	if err != nil {
 		b.Fatal(err)
 	}

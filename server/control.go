@@ -104,14 +104,14 @@ func (s *Server) Publish(ctx context.Context, channel, topic string, msg any, op
 }
 
 // control sends a control message.
-func control(ctx context.Context, sc scaler.Scaler, c scaler.Control) error {
-	if err := sc.Control(ctx, c); err != nil {
+func control(ctx context.Context, cp scaler.ControlPlane, c scaler.Control) error {
+	if err := cp.Control(ctx, c); err != nil {
 		return fmt.Errorf("sss/server: %s: %w", c.Kind, err)
 	}
 	return nil
 }
 
-func tellControl(ctx context.Context, sc scaler.Scaler, kind scaler.ControlKind, target, topic string, msg any) error {
+func tellControl(ctx context.Context, cp scaler.ControlPlane, kind scaler.ControlKind, target, topic string, msg any) error {
 	if topic == "" {
 		return ErrBadTopic
 	}
@@ -122,7 +122,7 @@ func tellControl(ctx context.Context, sc scaler.Scaler, kind scaler.ControlKind,
 	if err != nil {
 		return err
 	}
-	return control(ctx, sc, scaler.Control{Kind: kind, Target: target, Topic: topic, Msg: raw})
+	return control(ctx, cp, scaler.Control{Kind: kind, Target: target, Topic: topic, Msg: raw})
 }
 
 // Broadcast sends a BROADCAST to every socket on every instance (not
@@ -130,33 +130,33 @@ func tellControl(ctx context.Context, sc scaler.Scaler, kind scaler.ControlKind,
 // refused with an error wrapping ErrInvalidPayload (so are those of the
 // Tell methods, and boot reasons).
 func (s *Server) Broadcast(ctx context.Context, topic string, msg any) error {
-	return tellControl(ctx, s.sc, scaler.ControlBroadcast, "", topic, msg)
+	return tellControl(ctx, s.cp, scaler.ControlBroadcast, "", topic, msg)
 }
 
 // BootSocket boots the socket with that id, on whichever instance holds
 // it: BOOT frame, then close 4001 with reason after Options.BootGrace
 // unless the client closed first.
 func (s *Server) BootSocket(ctx context.Context, socketID, reason string) error {
-	return boot(ctx, s.sc, scaler.ControlBootSocket, socketID, reason)
+	return boot(ctx, s.cp, scaler.ControlBootSocket, socketID, reason)
 }
 
 // boot sends a boot control message; the reason must be valid UTF-8 and is
 // cut to protocol.MaxReasonLen bytes on a rune boundary.
-func boot(ctx context.Context, sc scaler.Scaler, kind scaler.ControlKind, target, reason string) error {
+func boot(ctx context.Context, cp scaler.ControlPlane, kind scaler.ControlKind, target, reason string) error {
 	if err := checkText("reason", reason); err != nil {
 		return err
 	}
-	return control(ctx, sc, scaler.Control{Kind: kind, Target: target, Reason: protocol.TruncateReason(reason)})
+	return control(ctx, cp, scaler.Control{Kind: kind, Target: target, Reason: protocol.TruncateReason(reason)})
 }
 
 // BootSession boots every socket of a session on every instance.
 func (s *Server) BootSession(ctx context.Context, sessionID, reason string) error {
-	return boot(ctx, s.sc, scaler.ControlBootSession, sessionID, reason)
+	return boot(ctx, s.cp, scaler.ControlBootSession, sessionID, reason)
 }
 
 // BootUser boots every socket of a user on every instance.
 func (s *Server) BootUser(ctx context.Context, userID, reason string) error {
-	return boot(ctx, s.sc, scaler.ControlBootUser, userID, reason)
+	return boot(ctx, s.cp, scaler.ControlBootUser, userID, reason)
 }
 
 // BootChannel removes every socket's subscription to channel on every
@@ -165,22 +165,22 @@ func (s *Server) BootUser(ctx context.Context, userID, reason string) error {
 // "channel" key, since the wire has no unsubscribe notice (BOOTCHANNEL is
 // reserved).
 func (s *Server) BootChannel(ctx context.Context, channel string) error {
-	return control(ctx, s.sc, scaler.Control{Kind: scaler.ControlBootChannel, Target: channel})
+	return control(ctx, s.cp, scaler.Control{Kind: scaler.ControlBootChannel, Target: channel})
 }
 
 // TellUser sends a TELL to every socket of a user on every instance.
 func (s *Server) TellUser(ctx context.Context, userID, topic string, msg any) error {
-	return tellControl(ctx, s.sc, scaler.ControlTellUser, userID, topic, msg)
+	return tellControl(ctx, s.cp, scaler.ControlTellUser, userID, topic, msg)
 }
 
 // TellSession sends a TELL to every socket of a session on every instance.
 func (s *Server) TellSession(ctx context.Context, sessionID, topic string, msg any) error {
-	return tellControl(ctx, s.sc, scaler.ControlTellSession, sessionID, topic, msg)
+	return tellControl(ctx, s.cp, scaler.ControlTellSession, sessionID, topic, msg)
 }
 
 // TellSocket sends a TELL to one socket, on whichever instance holds it.
 func (s *Server) TellSocket(ctx context.Context, socketID, topic string, msg any) error {
-	return tellControl(ctx, s.sc, scaler.ControlTellSocket, socketID, topic, msg)
+	return tellControl(ctx, s.cp, scaler.ControlTellSocket, socketID, topic, msg)
 }
 
 // Presence returns the members of channel on every instance: the
@@ -194,7 +194,7 @@ func (s *Server) Presence(ctx context.Context, channel string) ([]scaler.Member,
 	if err := s.presenceOn(channel); err != nil {
 		return nil, err
 	}
-	return s.sc.Presence(ctx, channel)
+	return s.presence.Presence(ctx, channel)
 }
 
 // Count returns the number of members of channel on every instance (see
@@ -203,7 +203,7 @@ func (s *Server) Count(ctx context.Context, channel string) (int, error) {
 	if err := s.presenceOn(channel); err != nil {
 		return 0, err
 	}
-	return s.sc.Count(ctx, channel)
+	return s.presence.Count(ctx, channel)
 }
 
 func (s *Server) presenceOn(channel string) error {

@@ -5,7 +5,7 @@
 //
 // Usage:
 //
-//	srv, err := server.New(nil, server.Options{ // nil: in-memory scaler
+//	srv, err := server.New(context.Background(), nil, server.Options{ // nil: in-memory scaler
 //		SessionParser: func(r *http.Request) (*server.Session, error) {
 //			return &server.Session{User: r.URL.Query().Get("user")}, nil
 //		},

@@ -23,7 +23,7 @@ import (
 // users, control) block until their context ends, as with a backend that
 // accepts the connection and never answers. Publish is left alone.
 type stallScaler struct {
-	scaler.Scaler
+	*scaler.Memory
 	mu       sync.Mutex
 	stalled  bool
 	only     string // when not "", only calls about this channel stall
@@ -37,7 +37,7 @@ type stallScaler struct {
 // releases such calls so the test ends.
 func newStallScaler(t *testing.T) *stallScaler {
 	s := &stallScaler{
-		Scaler:  scaler.NewMemory(scaler.MemoryOptions{Logger: e2eLogger()}),
+		Memory:  scaler.NewMemory(scaler.MemoryOptions{Logger: e2eLogger()}),
 		entered: make(chan string, 256),
 		unblock: make(chan struct{}),
 	}
@@ -116,63 +116,63 @@ func (s *stallScaler) Subscribe(ctx context.Context, channel string) (protocol.U
 	if err := s.block(ctx, "subscribe", channel); err != nil {
 		return protocol.UID{}, err
 	}
-	return s.Scaler.Subscribe(ctx, channel)
+	return s.Memory.Subscribe(ctx, channel)
 }
 
 func (s *stallScaler) Unsubscribe(ctx context.Context, channel string) error {
 	if err := s.block(ctx, "unsubscribe", channel); err != nil {
 		return err
 	}
-	return s.Scaler.Unsubscribe(ctx, channel)
+	return s.Memory.Unsubscribe(ctx, channel)
 }
 
 func (s *stallScaler) Position(ctx context.Context, channel string) (protocol.UID, error) {
 	if err := s.block(ctx, "position", channel); err != nil {
 		return protocol.UID{}, err
 	}
-	return s.Scaler.Position(ctx, channel)
+	return s.Memory.Position(ctx, channel)
 }
 
 func (s *stallScaler) Since(ctx context.Context, channel string, after protocol.UID, limit int) ([]scaler.Publication, error) {
 	if err := s.block(ctx, "since", channel); err != nil {
 		return nil, err
 	}
-	return s.Scaler.Since(ctx, channel, after, limit)
+	return s.Memory.Since(ctx, channel, after, limit)
 }
 
 func (s *stallScaler) Control(ctx context.Context, msg scaler.Control) error {
 	if err := s.block(ctx, "control", msg.Target); err != nil {
 		return err
 	}
-	return s.Scaler.Control(ctx, msg)
+	return s.Memory.Control(ctx, msg)
 }
 
 func (s *stallScaler) Join(ctx context.Context, channel string, m scaler.Member) error {
 	if err := s.block(ctx, "join", channel); err != nil {
 		return err
 	}
-	return s.Scaler.Join(ctx, channel, m)
+	return s.Memory.Join(ctx, channel, m)
 }
 
 func (s *stallScaler) Leave(ctx context.Context, channel, id string) error {
 	if err := s.block(ctx, "leave", channel); err != nil {
 		return err
 	}
-	return s.Scaler.Leave(ctx, channel, id)
+	return s.Memory.Leave(ctx, channel, id)
 }
 
 func (s *stallScaler) AddUser(ctx context.Context, user string) error {
 	if err := s.block(ctx, "adduser", protocol.UserChannel(user)); err != nil {
 		return err
 	}
-	return s.Scaler.AddUser(ctx, user)
+	return s.Memory.AddUser(ctx, user)
 }
 
 func (s *stallScaler) RemoveUser(ctx context.Context, user string) error {
 	if err := s.block(ctx, "removeuser", protocol.UserChannel(user)); err != nil {
 		return err
 	}
-	return s.Scaler.RemoveUser(ctx, user)
+	return s.Memory.RemoveUser(ctx, user)
 }
 
 // startStalled starts a server on a healthy stallScaler with the given

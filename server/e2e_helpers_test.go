@@ -114,7 +114,7 @@ func startE2E(t *testing.T, sc scaler.Scaler, opts server.Options) *e2eApp {
 	if opts.SubscriptionParser == nil {
 		opts.SubscriptionParser = a.subscriptionParser
 	}
-	srv, err := server.New(sc, opts)
+	srv, err := server.New(context.Background(), sc, opts)
 	if err != nil {
 		t.Fatalf("server.New: %v", err)
 	}

@@ -12,7 +12,7 @@ import (
 
 // joinCounter counts the presence writes a server makes, per channel.
 type joinCounter struct {
-	scaler.Scaler
+	*scaler.Memory
 	mu     sync.Mutex
 	joins  map[string]int
 	leaves map[string]int
@@ -20,7 +20,7 @@ type joinCounter struct {
 
 func newJoinCounter() *joinCounter {
 	return &joinCounter{
-		Scaler: scaler.NewMemory(scaler.MemoryOptions{Logger: e2eLogger()}),
+		Memory: scaler.NewMemory(scaler.MemoryOptions{Logger: e2eLogger()}),
 		joins:  map[string]int{}, leaves: map[string]int{},
 	}
 }
@@ -29,14 +29,14 @@ func (j *joinCounter) Join(ctx context.Context, channel string, m scaler.Member)
 	j.mu.Lock()
 	j.joins[channel]++
 	j.mu.Unlock()
-	return j.Scaler.Join(ctx, channel, m)
+	return j.Memory.Join(ctx, channel, m)
 }
 
 func (j *joinCounter) Leave(ctx context.Context, channel, id string) error {
 	j.mu.Lock()
 	j.leaves[channel]++
 	j.mu.Unlock()
-	return j.Scaler.Leave(ctx, channel, id)
+	return j.Memory.Leave(ctx, channel, id)
 }
 
 func (j *joinCounter) counts(channel string) (joins, leaves int) {

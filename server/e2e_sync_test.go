@@ -462,7 +462,7 @@ func TestE2ESyncSubscriptionLimit(t *testing.T) {
 // e2eFailScaler wraps a scaler and makes Subscribe or Since report the
 // backend unavailable on demand.
 type e2eFailScaler struct {
-	scaler.Scaler
+	*scaler.Memory
 	failSubscribe atomic.Bool
 	failSince     atomic.Bool
 	failHealth    atomic.Bool
@@ -473,14 +473,14 @@ func (f *e2eFailScaler) Health(ctx context.Context) error {
 	if f.failHealth.Load() {
 		return fmt.Errorf("e2e: health: %w", scaler.ErrUnavailable)
 	}
-	return f.Scaler.Health(ctx)
+	return f.Memory.Health(ctx)
 }
 
 func (f *e2eFailScaler) Subscribe(ctx context.Context, channel string) (protocol.UID, error) {
 	if f.failSubscribe.Load() {
 		return protocol.UID{}, fmt.Errorf("e2e: subscribe %q: %w", channel, scaler.ErrUnavailable)
 	}
-	return f.Scaler.Subscribe(ctx, channel)
+	return f.Memory.Subscribe(ctx, channel)
 }
 
 func (f *e2eFailScaler) Since(ctx context.Context, channel string, after protocol.UID, limit int) ([]scaler.Publication, error) {
@@ -488,11 +488,11 @@ func (f *e2eFailScaler) Since(ctx context.Context, channel string, after protoco
 	if f.failSince.Load() {
 		return nil, fmt.Errorf("e2e: since %q: %w", channel, scaler.ErrUnavailable)
 	}
-	return f.Scaler.Since(ctx, channel, after, limit)
+	return f.Memory.Since(ctx, channel, after, limit)
 }
 
 func TestE2ESyncUnavailable(t *testing.T) {
-	fs := &e2eFailScaler{Scaler: scaler.NewMemory(scaler.MemoryOptions{Logger: e2eLogger()})}
+	fs := &e2eFailScaler{Memory: scaler.NewMemory(scaler.MemoryOptions{Logger: e2eLogger()})}
 	a := startE2E(t, fs, e2eOptions())
 	healthy := a.dial(t, "")
 	t.Run("ReadyHandler follows Health", func(t *testing.T) {
@@ -595,7 +595,7 @@ func TestE2ESyncWindowBoundaries(t *testing.T) {
 // instance is served from the in-memory window, without a backend read
 // (DESIGN.md); beyond the window it reads the scaler.
 func TestE2ESyncFromWindow(t *testing.T) {
-	fs := &e2eFailScaler{Scaler: scaler.NewMemory(scaler.MemoryOptions{Logger: e2eLogger()})}
+	fs := &e2eFailScaler{Memory: scaler.NewMemory(scaler.MemoryOptions{Logger: e2eLogger()})}
 	o := e2eOptions()
 	o.RecoveryWindow = 16
 	a := startE2E(t, fs, o)

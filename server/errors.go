@@ -20,6 +20,10 @@ var (
 	// (json.RawMessage payloads are not checked by encoding/json). Text
 	// frames must be UTF-8 (RFC 6455 §8.1), so nothing is sent.
 	ErrInvalidPayload = errors.New("sss/server: payload is not valid UTF-8")
+	// ErrNotSupported: the scaler lacks the capability the call needs
+	// (a Publisher broadcasting through a scaler without a
+	// scaler.ControlPlane).
+	ErrNotSupported = errors.New("sss/server: not supported by the scaler")
 	// ErrPresenceOff: Presence or Count of a channel whose rule
 	// (Options.Channels, else Options.DefaultChannel) has Presence off.
 	ErrPresenceOff = errors.New("sss/server: presence is off for this channel")

@@ -11,7 +11,7 @@ import (
 )
 
 func ExampleNew() {
-	srv, err := server.New(nil, server.Options{ // nil: the in-memory scaler
+	srv, err := server.New(context.Background(), nil, server.Options{ // nil: the in-memory scaler
 		SessionParser: func(r *http.Request) (*server.Session, error) {
 			return &server.Session{User: r.URL.Query().Get("user")}, nil
 		},

@@ -39,7 +39,7 @@ func newTestServer(t *testing.T, sc scaler.Scaler, opts Options) *testServer {
 	if opts.ShutdownSpread == 0 {
 		opts.ShutdownSpread = -1
 	}
-	srv, err := New(sc, opts)
+	srv, err := New(context.Background(), sc, opts)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

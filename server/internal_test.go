@@ -102,7 +102,7 @@ func fakeSocket(t *testing.T, opts Options, gated bool) (*Server, *Socket, *fake
 		opts.HeartbeatInterval = -1
 	}
 	opts.Logger = quietLogger()
-	srv, err := New(nil, opts)
+	srv, err := New(context.Background(), nil, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,9 +19,12 @@ type PublisherOptions struct {
 
 // Publisher publishes, broadcasts, boots and tells through a scaler from a
 // process that serves no sockets (a worker, a cron job, an admin tool).
+// Broadcasts, boots and tells need a scaler with a scaler.ControlPlane;
+// without one they return an error wrapping ErrNotSupported.
 // Its methods are safe for concurrent use.
 type Publisher struct {
 	sc     scaler.Scaler
+	cp     scaler.ControlPlane
 	own    bool
 	maxLen int
 	log    *slog.Logger
@@ -43,6 +46,7 @@ func NewPublisher(sc scaler.Scaler, opts PublisherOptions) (*Publisher, error) {
 		p.sc = scaler.NewMemory(scaler.MemoryOptions{Logger: p.log})
 		p.own = true
 	}
+	p.cp = controlPlane(p.sc, noPlane{})
 	return p, nil
 }
 
@@ -58,42 +62,42 @@ func (p *Publisher) Publish(ctx context.Context, channel, topic string, msg any,
 
 // Broadcast sends a BROADCAST to every socket on every instance.
 func (p *Publisher) Broadcast(ctx context.Context, topic string, msg any) error {
-	return tellControl(ctx, p.sc, scaler.ControlBroadcast, "", topic, msg)
+	return tellControl(ctx, p.cp, scaler.ControlBroadcast, "", topic, msg)
 }
 
 // BootSocket boots one socket on whichever instance holds it.
 func (p *Publisher) BootSocket(ctx context.Context, socketID, reason string) error {
-	return boot(ctx, p.sc, scaler.ControlBootSocket, socketID, reason)
+	return boot(ctx, p.cp, scaler.ControlBootSocket, socketID, reason)
 }
 
 // BootSession boots every socket of a session.
 func (p *Publisher) BootSession(ctx context.Context, sessionID, reason string) error {
-	return boot(ctx, p.sc, scaler.ControlBootSession, sessionID, reason)
+	return boot(ctx, p.cp, scaler.ControlBootSession, sessionID, reason)
 }
 
 // BootUser boots every socket of a user.
 func (p *Publisher) BootUser(ctx context.Context, userID, reason string) error {
-	return boot(ctx, p.sc, scaler.ControlBootUser, userID, reason)
+	return boot(ctx, p.cp, scaler.ControlBootUser, userID, reason)
 }
 
 // BootChannel removes every socket's subscription to channel.
 func (p *Publisher) BootChannel(ctx context.Context, channel string) error {
-	return control(ctx, p.sc, scaler.Control{Kind: scaler.ControlBootChannel, Target: channel})
+	return control(ctx, p.cp, scaler.Control{Kind: scaler.ControlBootChannel, Target: channel})
 }
 
 // TellUser sends a TELL to every socket of a user.
 func (p *Publisher) TellUser(ctx context.Context, userID, topic string, msg any) error {
-	return tellControl(ctx, p.sc, scaler.ControlTellUser, userID, topic, msg)
+	return tellControl(ctx, p.cp, scaler.ControlTellUser, userID, topic, msg)
 }
 
 // TellSession sends a TELL to every socket of a session.
 func (p *Publisher) TellSession(ctx context.Context, sessionID, topic string, msg any) error {
-	return tellControl(ctx, p.sc, scaler.ControlTellSession, sessionID, topic, msg)
+	return tellControl(ctx, p.cp, scaler.ControlTellSession, sessionID, topic, msg)
 }
 
 // TellSocket sends a TELL to one socket.
 func (p *Publisher) TellSocket(ctx context.Context, socketID, topic string, msg any) error {
-	return tellControl(ctx, p.sc, scaler.ControlTellSocket, socketID, topic, msg)
+	return tellControl(ctx, p.cp, scaler.ControlTellSocket, socketID, topic, msg)
 }
 
 // Close closes the scaler if NewPublisher created it. Idempotent.

@@ -23,6 +23,9 @@ type Server struct {
 	opts     Options
 	log      *slog.Logger
 	sc       scaler.Scaler
+	cp       scaler.ControlPlane  // sc's, or this instance only
+	presence scaler.PresenceStore // sc's, or this instance only
+	users    scaler.UserRegistry  // sc's, or nil
 	ownSc    bool
 	up       websocket.Upgrader
 	hub      *hub
@@ -58,8 +61,14 @@ type counters struct {
 var nullJSON = json.RawMessage("null")
 
 // New returns a Server using sc (nil: a new in-memory scaler, closed by
-// Shutdown) and starts sc with the server's handler.
-func New(sc scaler.Scaler, opts Options) (*Server, error) {
+// Shutdown) and starts sc with the server's handler; ctx bounds that start
+// (a networked scaler takes its lease and subscribes to its control
+// channel), not the server's life. It finds sc's optional capabilities
+// (package scaler) and uses a fallback for each one missing: without a
+// scaler.ControlPlane, broadcasts, boots and tells reach this instance's
+// sockets only; without a scaler.PresenceStore, Presence and Count see
+// this instance's members only.
+func New(ctx context.Context, sc scaler.Scaler, opts Options) (*Server, error) {
 	o, err := opts.withDefaults()
 	if err != nil {
 		return nil, err
@@ -80,6 +89,9 @@ func New(sc scaler.Scaler, opts Options) (*Server, error) {
 		s.sc = scaler.NewMemory(scaler.MemoryOptions{Logger: o.Logger})
 		s.ownSc = true
 	}
+	s.cp = controlPlane(s.sc, localPlane{s})
+	s.presence = presenceStore(s.sc)
+	s.users, _ = s.sc.(scaler.UserRegistry)
 	s.hub = newHub(s)
 	s.work.init()
 	s.up = websocket.Upgrader{
@@ -91,7 +103,7 @@ func New(sc scaler.Scaler, opts Options) (*Server, error) {
 			http.Error(w, http.StatusText(status), status)
 		},
 	}
-	err = s.sc.Start(context.Background(), scaler.Handler{
+	err = s.sc.Start(ctx, scaler.Handler{
 		Publication: s.hub.publication,
 		Reset:       s.onReset,
 		Control:     s.onControl,
@@ -103,7 +115,9 @@ func New(sc scaler.Scaler, opts Options) (*Server, error) {
 	})
 	if err != nil {
 		if s.ownSc {
-			_ = s.sc.Close(context.Background())
+			cctx, cancel := context.WithTimeout(context.Background(), o.BackendTimeout)
+			_ = s.sc.Close(cctx)
+			cancel()
 		}
 		return nil, fmt.Errorf("sss/server: start scaler: %w", err)
 	}

@@ -50,14 +50,14 @@ func (s *Server) joined(sock *Socket, channel string, co ChannelOptions) {
 	}
 	m := sock.member()
 	ctx, cancel := sock.backend()
-	err := s.sc.Join(ctx, channel, m)
+	err := s.presence.Join(ctx, channel, m)
 	cancel()
 	if err != nil {
 		s.backendError(sock, channel, err)
 		s.log.Warn("sss: scaler join failed", "socket", sock.id, "channel", channel, "err", err)
 	}
 	ctx, cancel = sock.backend()
-	err = s.sc.Control(ctx, scaler.Control{Kind: scaler.ControlJoin, Target: channel, Member: &m})
+	err = s.cp.Control(ctx, scaler.Control{Kind: scaler.ControlJoin, Target: channel, Member: &m})
 	cancel()
 	if err != nil {
 		s.log.Warn("sss: presence join event failed", "channel", channel, "err", err)
@@ -90,12 +90,12 @@ func (s *Server) unsubscribeSocket(ctx context.Context, sock *Socket, channel st
 	if !co.Presence || protocol.ReservedChannel(channel) {
 		return
 	}
-	if err := s.sc.Leave(ctx, channel, sock.id); err != nil {
+	if err := s.presence.Leave(ctx, channel, sock.id); err != nil {
 		s.backendError(sock, channel, err)
 		s.log.Warn("sss: scaler leave failed", "socket", sock.id, "channel", channel, "err", err)
 	}
 	m := sock.member()
-	if err := s.sc.Control(ctx, scaler.Control{Kind: scaler.ControlLeave, Target: channel, Member: &m}); err != nil {
+	if err := s.cp.Control(ctx, scaler.Control{Kind: scaler.ControlLeave, Target: channel, Member: &m}); err != nil {
 		s.log.Warn("sss: presence leave event failed", "channel", channel, "err", err)
 	}
 }

@@ -230,9 +230,9 @@ func (s *Server) addSocket(sock *Socket) bool {
 		addTo(s.byUser, sock.user, sock)
 	}
 	s.smu.Unlock()
-	if sock.user != "" {
+	if sock.user != "" && s.users != nil {
 		ctx, cancel := sock.backend()
-		err := s.sc.AddUser(ctx, sock.user)
+		err := s.users.AddUser(ctx, sock.user)
 		cancel()
 		if err != nil {
 			s.backendError(sock, "", err)
@@ -276,8 +276,8 @@ func (s *Server) removeSocket(sock *Socket) {
 	for _, ch := range sock.Subscriptions() {
 		s.unsubscribeSocket(ctx, sock, ch)
 	}
-	if sock.user != "" {
-		if err := s.sc.RemoveUser(ctx, sock.user); err != nil {
+	if sock.user != "" && s.users != nil {
+		if err := s.users.RemoveUser(ctx, sock.user); err != nil {
 			s.backendError(sock, "", err)
 			s.log.Warn("sss: scaler RemoveUser failed", "user", sock.user, "err", err)
 		}

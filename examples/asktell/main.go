@@ -47,7 +47,7 @@ func main() {
 // newServer builds the example's server: an in-memory scaler, the user
 // taken from the "user" query parameter, one ask and one tell handler.
 func newServer() (*server.Server, error) {
-	srv, err := server.New(nil, server.Options{
+	srv, err := server.New(context.Background(), nil, server.Options{
 		SessionParser: func(r *http.Request) (*server.Session, error) {
 			return &server.Session{User: r.URL.Query().Get("user")}, nil
 		},

@@ -36,7 +36,7 @@ func newApp(sc scaler.Scaler, cfg config) (*app, error) {
 		hb = -1
 	}
 	a := &app{log: cfg.log, mux: http.NewServeMux()}
-	srv, err := server.New(sc, server.Options{
+	srv, err := server.New(context.Background(), sc, server.Options{
 		SessionParser:      parseSession,
 		SubscriptionParser: parseSubscription,
 		DefaultChannel:     server.ChannelOptions{Presence: true, ClientPublish: true, History: true},
@@ -247,7 +247,7 @@ func (a *app) history(ctx context.Context, _ *server.Socket, msg json.RawMessage
 	}
 	ctx, cancel := context.WithTimeout(ctx, historyTimeout)
 	defer cancel()
-	pubs, err := a.srv.Scaler().History(ctx, m.Room, m.Limit)
+	pubs, err := a.srv.History(ctx, m.Room, m.Limit)
 	if err != nil {
 		a.log.Warn("chat: history failed", "channel", m.Room, "err", err)
 		return nil, &protocol.Error{Name: "Unavailable", Message: "history is unavailable, retry", Code: protocol.CodeUnavailable}

@@ -86,7 +86,7 @@ func (f *fixture) newServer() (*server.Server, *scaler.Memory) {
 	f.mu.Lock()
 	mem := f.be.Instance()
 	f.mu.Unlock()
-	srv, err := server.New(&flakyScaler{Scaler: mem, f: f}, server.Options{
+	srv, err := server.New(context.Background(), &flakyScaler{Memory: mem, f: f}, server.Options{
 		SessionParser: func(r *http.Request) (*server.Session, error) {
 			return &server.Session{User: r.URL.Query().Get("user")}, nil
 		},
@@ -303,7 +303,7 @@ func (f *fixture) stall(user string) int {
 
 // flakyScaler fails the subscribes the test asked to fail.
 type flakyScaler struct {
-	scaler.Scaler
+	*scaler.Memory
 	f *fixture
 }
 
@@ -318,7 +318,7 @@ func (s *flakyScaler) Subscribe(ctx context.Context, channel string) (protocol.U
 	if fail {
 		return protocol.UID{}, errors.New("browsertest: backend unavailable on purpose")
 	}
-	return s.Scaler.Subscribe(ctx, channel)
+	return s.Memory.Subscribe(ctx, channel)
 }
 
 type stallListener struct {

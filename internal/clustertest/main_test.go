@@ -118,7 +118,7 @@ func (c *cluster) startInstance(t *testing.T, name string, opts server.Options, 
 	if opts.Logger == nil {
 		opts.Logger = quiet()
 	}
-	srv, err := server.New(sc, opts)
+	srv, err := server.New(context.Background(), sc, opts)
 	if err != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), wait)
 		defer cancel()

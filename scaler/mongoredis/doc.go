@@ -18,7 +18,7 @@
 //		Prefix:   "myapp",
 //	})
 //	if err != nil { ... }
-//	srv, err := server.New(sc, server.Options{})
+//	srv, err := server.New(context.Background(), sc, server.Options{})
 //
 // # Guarantees
 //

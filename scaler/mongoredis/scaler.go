@@ -82,6 +82,10 @@ type Scaler struct {
 
 var (
 	_ scaler.Scaler        = (*Scaler)(nil)
+	_ scaler.HistoryReader = (*Scaler)(nil)
+	_ scaler.ControlPlane  = (*Scaler)(nil)
+	_ scaler.PresenceStore = (*Scaler)(nil)
+	_ scaler.UserRegistry  = (*Scaler)(nil)
 	_ scaler.FaultInjector = (*Scaler)(nil)
 )
 

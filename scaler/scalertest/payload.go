@@ -62,9 +62,13 @@ func testPayload(t *testing.T, f Factory) {
 	if err != nil || len(since) != len(payloads) {
 		t.Fatalf("Since(%v) = %d publications, %v; want %d", pos, len(since), err, len(payloads))
 	}
-	hist, err := b.s.History(ctx(t), ch, 0)
-	if err != nil || len(hist) != len(payloads) {
-		t.Fatalf("History = %d publications, %v; want %d", len(hist), err, len(payloads))
+	// Without a HistoryReader, the Since copies stand in for History's.
+	hist := since
+	if b.hr != nil {
+		hist, err = b.hr.History(ctx(t), ch, 0)
+		if err != nil || len(hist) != len(payloads) {
+			t.Fatalf("History = %d publications, %v; want %d", len(hist), err, len(payloads))
+		}
 	}
 	for i, in := range payloads {
 		u := uids[i]

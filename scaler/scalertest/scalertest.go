@@ -43,8 +43,14 @@
 // interval short (say 300 ms and 50 ms) so Fault/LeaseExpiry and
 // Fault/DroppedRelay/last finish quickly.
 //
-// The Fault subtests need the instances to implement scaler.FaultInjector;
-// they are skipped (saying so) otherwise.
+// A scaler is checked for the capabilities it offers: the subtests of an
+// optional capability the instances lack (History: scaler.HistoryReader,
+// Control: scaler.ControlPlane, Presence: scaler.PresenceStore, Users:
+// scaler.UserRegistry, Fault/LeaseExpiry: presence and users) are skipped
+// saying which, and the checks of other subtests that use one are left out
+// when it is missing. The Fault subtests need the instances to implement
+// scaler.FaultInjector (a test wrapper can provide it: see the mongoredis
+// tests); they are skipped, saying so, otherwise.
 //
 // History reset, as the suite defines it: after ResetHistory, every stream
 // of the channel calls Handler.Reset with an error satisfying
@@ -201,11 +207,65 @@ func (r *recorder) waitSeq(t *testing.T, name, ch string, uid protocol.UID) {
 	})
 }
 
-// node is one started instance and its recorder.
+// node is one started instance, its optional capabilities (nil when the
+// scaler does not offer them) and its recorder.
 type node struct {
 	name string
 	s    scaler.Scaler
+	hr   scaler.HistoryReader
+	cp   scaler.ControlPlane
+	ps   scaler.PresenceStore
+	ur   scaler.UserRegistry
 	r    *recorder
+}
+
+// id returns the instance's id, from its ControlPlane or UserRegistry.
+func (nd *node) id() string {
+	switch {
+	case nd.cp != nil:
+		return nd.cp.ID()
+	case nd.ur != nil:
+		return nd.ur.ID()
+	}
+	return ""
+}
+
+// capability names a scaler's optional capability, for require.
+type capability string
+
+const (
+	capHistory  capability = "scaler.HistoryReader"
+	capControl  capability = "scaler.ControlPlane"
+	capPresence capability = "scaler.PresenceStore"
+	capUsers    capability = "scaler.UserRegistry"
+)
+
+// has reports whether nd offers c.
+func (nd *node) has(c capability) bool {
+	switch c {
+	case capHistory:
+		return nd.hr != nil
+	case capControl:
+		return nd.cp != nil
+	case capPresence:
+		return nd.ps != nil
+	case capUsers:
+		return nd.ur != nil
+	}
+	return false
+}
+
+// require skips the test, saying why, unless every node offers every
+// capability in cs: a scaler is checked for the capabilities it offers.
+func require(t *testing.T, ns []*node, cs ...capability) {
+	t.Helper()
+	for _, c := range cs {
+		for _, nd := range ns {
+			if !nd.has(c) {
+				t.Skipf("%T does not offer %s; its checks skipped", nd.s, c)
+			}
+		}
+	}
 }
 
 // nodes makes n started instances on one fresh namespace.
@@ -226,6 +286,10 @@ func startNode(t *testing.T, mk func() scaler.Scaler, name string) *node {
 		t.Fatal("factory returned a nil scaler")
 	}
 	nd := &node{name: name, s: s, r: newRecorder()}
+	nd.hr, _ = s.(scaler.HistoryReader)
+	nd.cp, _ = s.(scaler.ControlPlane)
+	nd.ps, _ = s.(scaler.PresenceStore)
+	nd.ur, _ = s.(scaler.UserRegistry)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), waitBound)
 		defer cancel()

@@ -135,3 +135,57 @@ func TestSuiteFailsOnBrokenScalers(t *testing.T) {
 		})
 	}
 }
+
+// coreOnly wraps a scaler and offers only the required core interface:
+// none of the optional capabilities.
+type coreOnly struct{ scaler.Scaler }
+
+// coreEnv makes TestCoreOnlyScaler run, in the subprocess of
+// TestSuiteChecksOfferedCapabilities.
+const coreEnv = "SSS_SCALERTEST_CORE"
+
+// TestCoreOnlyScaler runs the suite against a scaler that offers only the
+// core; it runs only as the subprocess of
+// TestSuiteChecksOfferedCapabilities.
+func TestCoreOnlyScaler(t *testing.T) {
+	if os.Getenv(coreEnv) == "" {
+		t.Skip("helper of TestSuiteChecksOfferedCapabilities, run in its subprocess")
+	}
+	scalertest.Run(t, memoryFactory(func(s scaler.Scaler) scaler.Scaler { return coreOnly{s} }))
+}
+
+// TestSuiteChecksOfferedCapabilities: a scaler that offers only the core
+// passes the suite, and the subtests of each capability it lacks are
+// skipped naming the capability, not failed.
+func TestSuiteChecksOfferedCapabilities(t *testing.T) {
+	if os.Getenv(coreEnv) != "" || os.Getenv(brokenEnv) != "" {
+		t.Skip("inside the subprocess")
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestCoreOnlyScaler$", "-test.v", "-test.count=1")
+	cmd.Env = append(os.Environ(), coreEnv+"=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("the suite failed on a core-only scaler: %v\n%s", err, out)
+	}
+	for name, capability := range map[string]string{
+		"History":           "scaler.HistoryReader",
+		"Control":           "scaler.ControlPlane",
+		"Presence":          "scaler.PresenceStore",
+		"Users":             "scaler.UserRegistry",
+		"Fault/LeaseExpiry": "scaler.PresenceStore",
+	} {
+		if !strings.Contains(string(out), "--- SKIP: TestCoreOnlyScaler/"+name+" ") {
+			t.Errorf("%s was not skipped:\n%s", name, out)
+		}
+		if !strings.Contains(string(out), "does not offer "+capability) {
+			t.Errorf("no skip message naming %s:\n%s", capability, out)
+		}
+	}
+	for _, name := range []string{"OrderedStream", "Since", "Idempotency", "Payload", "Close"} {
+		if !strings.Contains(string(out), "--- PASS: TestCoreOnlyScaler/"+name+" ") {
+			t.Errorf("%s did not pass:\n%s", name, out)
+		}
+	}
+}

@@ -15,9 +15,10 @@ import (
 
 func testControl(t *testing.T, f Factory) {
 	ns := nodes(t, f, 3)
+	require(t, ns, capControl)
 	send := func(nd *node, c scaler.Control) {
 		t.Helper()
-		if err := nd.s.Control(ctx(t), c); err != nil {
+		if err := nd.cp.Control(ctx(t), c); err != nil {
 			t.Fatalf("%s: control: %v", nd.name, err)
 		}
 	}
@@ -48,13 +49,13 @@ func testControl(t *testing.T, f Factory) {
 			switch c.Kind {
 			case scaler.ControlBroadcast:
 				sawBroadcast = true
-				if c.Origin != ns[0].s.ID() || c.Topic != "news" || string(c.Msg) != `{"from":"A"}` {
-					t.Errorf("%s: broadcast = %+v, want origin %q topic news", nd.name, c, ns[0].s.ID())
+				if c.Origin != ns[0].id() || c.Topic != "news" || string(c.Msg) != `{"from":"A"}` {
+					t.Errorf("%s: broadcast = %+v, want origin %q topic news", nd.name, c, ns[0].id())
 				}
 			case scaler.ControlJoin:
 				sawJoin = true
-				if c.Origin != ns[1].s.ID() || c.Target != "room" || c.Member == nil || c.Member.ID != "s1" || c.Member.User != "u1" {
-					t.Errorf("%s: join = %+v, want origin %q, member s1/u1", nd.name, c, ns[1].s.ID())
+				if c.Origin != ns[1].id() || c.Target != "room" || c.Member == nil || c.Member.ID != "s1" || c.Member.User != "u1" {
+					t.Errorf("%s: join = %+v, want origin %q, member s1/u1", nd.name, c, ns[1].id())
 				}
 			}
 		}
@@ -79,14 +80,14 @@ func memberIDs(ms []scaler.Member) []string {
 func expectPresence(t *testing.T, ns []*node, ch string, ids ...string) string {
 	slices.Sort(ids)
 	for _, nd := range ns {
-		ms, err := nd.s.Presence(ctx(t), ch)
+		ms, err := nd.ps.Presence(ctx(t), ch)
 		if err != nil {
 			return fmt.Sprintf("%s: Presence: %v", nd.name, err)
 		}
 		if got := memberIDs(ms); !slices.Equal(got, ids) {
 			return fmt.Sprintf("%s: Presence(%q) = %v, want %v", nd.name, ch, got, ids)
 		}
-		n, err := nd.s.Count(ctx(t), ch)
+		n, err := nd.ps.Count(ctx(t), ch)
 		if err != nil || n != len(ids) {
 			return fmt.Sprintf("%s: Count(%q) = %d, %v; want %d", nd.name, ch, n, err, len(ids))
 		}
@@ -97,13 +98,14 @@ func expectPresence(t *testing.T, ns []*node, ch string, ids ...string) string {
 func testPresence(t *testing.T, f Factory) {
 	const ch = "presence"
 	ns := nodes(t, f, 2)
+	require(t, ns, capPresence)
 	a, b := ns[0], ns[1]
-	if ms, err := b.s.Presence(ctx(t), ch); err != nil || len(ms) != 0 {
+	if ms, err := b.ps.Presence(ctx(t), ch); err != nil || len(ms) != 0 {
 		t.Fatalf("Presence of an empty channel = %v, %v", ms, err)
 	}
 	join := func(nd *node, m scaler.Member) {
 		t.Helper()
-		if err := nd.s.Join(ctx(t), ch, m); err != nil {
+		if err := nd.ps.Join(ctx(t), ch, m); err != nil {
 			t.Fatalf("%s: join: %v", nd.name, err)
 		}
 	}
@@ -114,7 +116,7 @@ func testPresence(t *testing.T, f Factory) {
 	// Joining again with the same id replaces the entry.
 	join(a, scaler.Member{ID: "a1", User: "ua", Info: json.RawMessage(`{"v":2}`)})
 	pollUntil(t, "a1's new info on B", func() string {
-		ms, err := b.s.Presence(ctx(t), ch)
+		ms, err := b.ps.Presence(ctx(t), ch)
 		if err != nil {
 			return err.Error()
 		}
@@ -131,11 +133,11 @@ func testPresence(t *testing.T, f Factory) {
 	if msg := expectPresence(t, ns, ch, "a1", "a2", "b1"); msg != "" {
 		t.Fatalf("after re-join: %s", msg)
 	}
-	if err := a.s.Leave(ctx(t), ch, "a2"); err != nil {
+	if err := a.ps.Leave(ctx(t), ch, "a2"); err != nil {
 		t.Fatal(err)
 	}
 	pollUntil(t, "a2 gone everywhere", func() string { return expectPresence(t, ns, ch, "a1", "b1") })
-	if err := a.s.Leave(ctx(t), ch, "nobody"); err != nil {
+	if err := a.ps.Leave(ctx(t), ch, "nobody"); err != nil {
 		t.Fatalf("Leave of an unknown member: %v", err)
 	}
 	if msg := expectPresence(t, ns, "presence-other", []string{}...); msg != "" {
@@ -155,7 +157,7 @@ func jsonEqual(raw json.RawMessage, want string) bool {
 func expectUsers(t *testing.T, ns []*node, user string, want ...string) string {
 	slices.Sort(want)
 	for _, nd := range ns {
-		got, err := nd.s.UserInstances(ctx(t), user)
+		got, err := nd.ur.UserInstances(ctx(t), user)
 		if err != nil {
 			return fmt.Sprintf("%s: UserInstances: %v", nd.name, err)
 		}
@@ -170,14 +172,15 @@ func expectUsers(t *testing.T, ns []*node, user string, want ...string) string {
 
 func testUsers(t *testing.T, f Factory) {
 	ns := nodes(t, f, 2)
+	require(t, ns, capUsers)
 	a, b := ns[0], ns[1]
 	do := func(nd *node, add bool, user string) {
 		t.Helper()
 		var err error
 		if add {
-			err = nd.s.AddUser(ctx(t), user)
+			err = nd.ur.AddUser(ctx(t), user)
 		} else {
-			err = nd.s.RemoveUser(ctx(t), user)
+			err = nd.ur.RemoveUser(ctx(t), user)
 		}
 		if err != nil {
 			t.Fatalf("%s: %v", nd.name, err)
@@ -190,13 +193,13 @@ func testUsers(t *testing.T, f Factory) {
 	do(a, true, "u")
 	do(b, true, "u")
 	do(b, true, "v")
-	pollUntil(t, "u on A and B", func() string { return expectUsers(t, ns, "u", a.s.ID(), b.s.ID()) })
+	pollUntil(t, "u on A and B", func() string { return expectUsers(t, ns, "u", a.id(), b.id()) })
 	do(a, false, "u") // one of A's two sockets: still there
 	do(b, false, "u")
-	pollUntil(t, "u on A only", func() string { return expectUsers(t, ns, "u", a.s.ID()) })
+	pollUntil(t, "u on A only", func() string { return expectUsers(t, ns, "u", a.id()) })
 	do(a, false, "u")
 	pollUntil(t, "u nowhere", func() string { return expectUsers(t, ns, "u") })
-	if msg := expectUsers(t, ns, "v", b.s.ID()); msg != "" {
+	if msg := expectUsers(t, ns, "v", b.id()); msg != "" {
 		t.Fatal(msg)
 	}
 }
@@ -219,13 +222,17 @@ func testClose(t *testing.T, f Factory) {
 	a, b := ns[0], ns[1]
 	pos := a.subscribe(t, ch)
 	b.subscribe(t, ch)
-	if err := a.s.Join(ctx(t), ch, scaler.Member{ID: "a1"}); err != nil {
-		t.Fatal(err)
+	if a.ps != nil {
+		if err := a.ps.Join(ctx(t), ch, scaler.Member{ID: "a1"}); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if err := a.s.AddUser(ctx(t), "ua"); err != nil {
-		t.Fatal(err)
+	if a.ur != nil {
+		if err := a.ur.AddUser(ctx(t), "ua"); err != nil {
+			t.Fatal(err)
+		}
+		pollUntil(t, "A's user entry", func() string { return expectUsers(t, ns, "ua", a.id()) })
 	}
-	pollUntil(t, "A's user entry", func() string { return expectUsers(t, ns, "ua", a.s.ID()) })
 	a.publish(t, ch, `1`)
 	closeCtx, cancel := context.WithTimeout(context.Background(), waitBound)
 	defer cancel()
@@ -245,9 +252,19 @@ func testClose(t *testing.T, f Factory) {
 		}},
 		{"Subscribe", func() error { _, err := a.s.Subscribe(ctx(t), ch); return err }},
 		{"Since", func() error { _, err := a.s.Since(ctx(t), ch, pos, 0); return err }},
-		{"Control", func() error { return a.s.Control(ctx(t), scaler.Control{Kind: scaler.ControlBroadcast}) }},
-		{"Join", func() error { return a.s.Join(ctx(t), ch, scaler.Member{ID: "a2"}) }},
 		{"Health", func() error { return a.s.Health(ctx(t)) }},
+	}
+	if a.cp != nil {
+		closed = append(closed, struct {
+			name string
+			call func() error
+		}{"Control", func() error { return a.cp.Control(ctx(t), scaler.Control{Kind: scaler.ControlBroadcast}) }})
+	}
+	if a.ps != nil {
+		closed = append(closed, struct {
+			name string
+			call func() error
+		}{"Join", func() error { return a.ps.Join(ctx(t), ch, scaler.Member{ID: "a2"}) }})
 	}
 	for _, tc := range closed {
 		t.Run("after close/"+tc.name, func(t *testing.T) {
@@ -258,8 +275,13 @@ func testClose(t *testing.T, f Factory) {
 	}
 	// The closed instance's presence and user entries vanished.
 	pollUntil(t, "A's member and user gone", func() string {
-		if msg := expectPresence(t, ns[1:], ch); msg != "" {
-			return msg
+		if a.ps != nil {
+			if msg := expectPresence(t, ns[1:], ch); msg != "" {
+				return msg
+			}
+		}
+		if a.ur == nil {
+			return ""
 		}
 		return expectUsers(t, ns[1:], "ua")
 	})
@@ -300,8 +322,10 @@ func testNoLeak(t *testing.T, f Factory) {
 		b := startNode(t, mk, "B")
 		a.subscribe(t, "leak")
 		b.subscribe(t, "leak")
-		if err := a.s.Join(ctx(t), "leak", scaler.Member{ID: "m"}); err != nil {
-			t.Fatal(err)
+		if a.ps != nil {
+			if err := a.ps.Join(ctx(t), "leak", scaler.Member{ID: "m"}); err != nil {
+				t.Fatal(err)
+			}
 		}
 		fence(t, b, "leak", a, b)
 		for _, nd := range []*node{a, b} {
