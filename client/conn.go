@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"strconv"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/sss-go/sss/internal/backoff"
 	"github.com/sss-go/sss/protocol"
 )
 
@@ -112,14 +112,7 @@ func (e *closedError) Error() string {
 
 // backoff returns the full-jitter wait before retry n (from 0).
 func (c *Client) backoff(n int) time.Duration {
-	d := c.opts.ReconnectBase
-	for i := 0; i < n && d < c.opts.ReconnectCap; i++ {
-		d *= 2
-	}
-	if d > c.opts.ReconnectCap {
-		d = c.opts.ReconnectCap
-	}
-	return rand.N(d) + 1
+	return backoff.Policy{Base: c.opts.ReconnectBase, Cap: c.opts.ReconnectCap, Jitter: true}.Wait(n)
 }
 
 // sleep waits d, or until ctx ends or Close is called.

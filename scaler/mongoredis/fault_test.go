@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sss-go/sss/internal/backoff"
 	"github.com/sss-go/sss/internal/testutil"
 	"github.com/sss-go/sss/protocol"
 	"github.com/sss-go/sss/scaler"
@@ -57,7 +58,7 @@ func startFlow(t *testing.T, ch string, timeout time.Duration, publishers int, o
 				f.mu.Unlock()
 				if err != nil {
 					// Do not spin on a dead backend.
-					sleepCtx(context.Background(), 20*time.Millisecond)
+					backoff.Sleep(context.Background(), 20*time.Millisecond)
 				}
 			}
 		}()

@@ -14,6 +14,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/readpref"
 	"go.mongodb.org/mongo-driver/v2/mongo/writeconcern"
 
+	"github.com/sss-go/sss/internal/backoff"
 	"github.com/sss-go/sss/protocol"
 	"github.com/sss-go/sss/scaler"
 )
@@ -95,7 +96,7 @@ func (l *mlog) ensureIndexes(ctx context.Context) error {
 		if err = l.createMissing(ctx, models); err == nil {
 			return nil
 		}
-		if !sleepCtx(ctx, backoff(attempt+2)) {
+		if !backoff.Sleep(ctx, retryWait(attempt+2)) {
 			break
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.mongodb.org/mongo-driver/v2/bson"
 
+	"github.com/sss-go/sss/internal/backoff"
 	"github.com/sss-go/sss/protocol"
 	"github.com/sss-go/sss/scaler"
 )
@@ -301,7 +302,7 @@ func (s *Scaler) receiveLoop() {
 				s.event(scaler.EventRelayDisconnected, "", 0, err)
 			}
 			fails++
-			sleepCtx(s.ctx, backoff(fails))
+			backoff.Sleep(s.ctx, retryWait(fails))
 			continue
 		}
 		fails = 0

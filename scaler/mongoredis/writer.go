@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,6 +14,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
+	"github.com/sss-go/sss/internal/backoff"
 	"github.com/sss-go/sss/protocol"
 	"github.com/sss-go/sss/scaler"
 )
@@ -237,7 +237,7 @@ func (w *writer) write(reqs []*pubReq) {
 		}
 		release(reqs)
 		if wait > 0 && len(reqs) > 0 {
-			sleepCtx(ctx, wait)
+			backoff.Sleep(ctx, wait)
 		}
 	}
 }
@@ -252,7 +252,7 @@ func (w *writer) turn(ctx context.Context, reqs []*pubReq, n int, conflicts *int
 	yield := time.Until(w.yieldUntil)
 	w.mu.Unlock()
 	if yield > 0 {
-		sleepCtx(ctx, yield) // another writer waited for the last turn: let it go first
+		backoff.Sleep(ctx, yield) // another writer waited for the last turn: let it go first
 	}
 	token, hint := w.lock(ctx)
 	if hint != "" {
@@ -319,7 +319,7 @@ func (w *writer) attempt(ctx context.Context, reqs []*pubReq, n int, conflicts *
 	ep, next, err := w.prepare(ctx)
 	if err != nil {
 		w.invalidate()
-		return reqs, backoff(n), err
+		return reqs, retryWait(n), err
 	}
 	if reqs = claim(reqs); len(reqs) == 0 {
 		return nil, 0, nil
@@ -339,12 +339,12 @@ func (w *writer) attempt(ctx context.Context, reqs []*pubReq, n int, conflicts *
 			r.maybeStored = true
 		}
 		w.invalidate()
-		return reqs, backoff(n), err
+		return reqs, retryWait(n), err
 	}
 	if stored > 0 {
 		ok, err := w.confirm(ctx, ep, reqs[:stored], nil)
 		if err != nil || !ok {
-			return reqs, backoff(n), err
+			return reqs, retryWait(n), err
 		}
 		w.advance(ep, next+uint64(stored))
 		reqs = reqs[stored:]
@@ -440,31 +440,12 @@ func (w *writer) relayRun() {
 	}
 }
 
-// backoff is the pause before retry attempt n.
-func backoff(n int) time.Duration {
-	d := 20 * time.Millisecond << min(n, 4)
-	return min(d, 300*time.Millisecond)
-}
+// retryPolicy paces the retries of backend calls: 20 ms doubling to
+// 300 ms.
+var retryPolicy = backoff.Policy{Base: 20 * time.Millisecond, Cap: 300 * time.Millisecond}
 
-// jitter is a random pause of up to d.
-func jitter(d time.Duration) time.Duration {
-	if d <= 0 {
-		return 0
-	}
-	return rand.N(d)
-}
-
-// sleepCtx sleeps d or until ctx ends; it reports whether it slept fully.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
+// retryWait is the pause before retry attempt n.
+func retryWait(n int) time.Duration { return retryPolicy.Wait(n) }
 
 // newPubReq builds the document of one Publish call.
 func newPubReq(ch, topic string, msg json.RawMessage, key string) *pubReq {

@@ -7,6 +7,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
+	"github.com/sss-go/sss/internal/backoff"
 	"github.com/sss-go/sss/protocol"
 )
 
@@ -93,7 +94,7 @@ func (w *writer) duplicate(ctx context.Context, reqs []*pubReq, ep string, seq u
 		bson.D{{Key: "ch", Value: w.ch}, {Key: "ep", Value: ep}, {Key: "seq", Value: int64(seq)}},
 	}}}, options.Find())
 	if err != nil {
-		return reqs, backoff(n), err
+		return reqs, retryWait(n), err
 	}
 	var mine, byKey, atSeq *pubDoc
 	for i := range docs {
@@ -114,7 +115,7 @@ func (w *writer) duplicate(ctx context.Context, reqs []*pubReq, ep string, seq u
 		if ok {
 			return reqs[1:], 0, nil
 		}
-		return reqs, backoff(n), err
+		return reqs, retryWait(n), err
 	case mine != nil || byKey != nil && byKey.Epoch != ep:
 		// A copy left in an older epoch holds the _id or the key: it no
 		// longer counts. Remove it and try the same seq again.
@@ -123,7 +124,7 @@ func (w *writer) duplicate(ctx context.Context, reqs []*pubReq, ep string, seq u
 			old = byKey
 		}
 		if _, err := w.s.mlog.pubs.DeleteOne(ctx, bson.D{{Key: "_id", Value: old.ID}}); err != nil {
-			return reqs, backoff(n), unavailable("publish", err)
+			return reqs, retryWait(n), unavailable("publish", err)
 		}
 		if mine != nil {
 			r.renew()
@@ -145,7 +146,7 @@ func (w *writer) duplicate(ctx context.Context, reqs []*pubReq, ep string, seq u
 func (w *writer) idempotent(ctx context.Context, reqs []*pubReq, ep string, d *pubDoc, n int) ([]*pubReq, time.Duration, error) {
 	info, err := w.s.mlog.lookup(ctx, w.ch)
 	if err != nil {
-		return reqs, backoff(n), err
+		return reqs, retryWait(n), err
 	}
 	if info.doc.Epoch != ep {
 		w.mu.Lock()
@@ -198,7 +199,7 @@ func (w *writer) taken(ctx context.Context, ep string, seq uint64, conflicts *in
 	if *conflicts < 2 {
 		return 0
 	}
-	return jitter(time.Millisecond * time.Duration(min(*conflicts, 16)))
+	return backoff.Jitter(time.Millisecond * time.Duration(min(*conflicts, 16)))
 }
 
 // readHint returns the channel's seq hint in epoch ep.

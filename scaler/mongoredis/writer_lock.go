@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/sss-go/sss/internal/backoff"
 )
 
 // Taking turns under contention.
@@ -154,7 +156,7 @@ func (w *writer) lock(ctx context.Context) (token, hint string) {
 			}
 		}
 		w.sawContention()
-		if time.Now().After(deadline) || !sleepCtx(ctx, 500*time.Microsecond+jitter(1500*time.Microsecond)) {
+		if time.Now().After(deadline) || !backoff.Sleep(ctx, 500*time.Microsecond+backoff.Jitter(1500*time.Microsecond)) {
 			return "", "" // the holder is slow or gone: go without turns
 		}
 	}
@@ -171,5 +173,5 @@ func (w *writer) unlock(token, ep string, seq uint64) time.Duration {
 		return 0
 	}
 	w.sawContention()
-	return time.Millisecond + jitter(2*time.Millisecond)
+	return time.Millisecond + backoff.Jitter(2*time.Millisecond)
 }
