@@ -30,6 +30,7 @@ type result struct {
 	failedAttempts  [3]int // uncertain, unavailable, other
 	clientDupsDrops uint64 // publications clients dropped as already applied
 	reconnects      uint64
+	subChanges      int64 // subscription status changes
 
 	anomalies []string
 }
@@ -154,6 +155,7 @@ func (r *result) checkSub(s *subRec, l *chanLog) {
 	got, bad := s.snapshot()
 	r.delivered += len(got)
 	r.notRecover += int(s.notRecoverable.Load())
+	r.subChanges += s.changes.Load()
 	if n := s.failed.Load(); n > 0 {
 		r.subsFailed++
 		r.anomaly("client %d channel %s: subscription ended before the run did", s.client, s.channel)
@@ -255,10 +257,10 @@ func (r *result) print(w io.Writer, faults string, verbose bool) {
 	}
 	fmt.Fprintf(w, "details: unacknowledged=%d unacknowledged_stored=%d gave_up=%d failed_attempts=uncertain:%d,unavailable:%d,other:%d "+
 		"unexpected=%d holes=%d ack_mismatch=%d unknown_stored=%d epoch_changed=%d subs_failed=%d unrecovered_clients=%d "+
-		"bad_docs=%d other_epoch_docs=%d reconnects=%d client_dropped_dups=%d\n",
+		"bad_docs=%d other_epoch_docs=%d reconnects=%d sub_status_changes=%d client_dropped_dups=%d\n",
 		r.pending, r.pendingStored, r.gaveUp, r.failedAttempts[0], r.failedAttempts[1], r.failedAttempts[2],
 		r.unexpected, r.holes, r.ackMismatch, r.unknownStored, r.epochChanged, r.subsFailed, r.unrecovered,
-		r.badDocs, r.otherEpoch, r.reconnects, r.clientDupsDrops)
+		r.badDocs, r.otherEpoch, r.reconnects, r.subChanges, r.clientDupsDrops)
 	fmt.Fprintf(w, "published=%d acknowledged=%d stored=%d delivered=%d faults=%s lost=%d duplicated=%d outoforder=%d notrecoverable=%d max_recovery_ms=%d\n",
 		r.published, r.acked, r.stored, r.delivered, faults, r.lost, r.duplicated, r.outOfOrder, r.notRecover, r.maxRecovery.Milliseconds())
 }

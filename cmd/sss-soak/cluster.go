@@ -160,7 +160,7 @@ func (cl *cluster) startInstances(ctx context.Context) error {
 			mongoURI: cl.mongoURI, redisURL: viaProxy(cl.redisURL, target, in.redisProxy.Addr),
 			database: cl.database, prefix: cl.prefix,
 			leaseTTL: cl.cfg.leaseTTL, probeTimeout: cl.cfg.probeTimeout, heartbeat: cl.cfg.heartbeat,
-			retention: cl.cfg.retentionCount(),
+			retention: cl.cfg.retentionCount(), mongoPool: cl.cfg.mongoPool,
 		}
 	}
 	errs := make(chan error, numInstances)
@@ -267,6 +267,16 @@ func (cl *cluster) urls(i int) []string {
 		out[k] = cl.insts[(i+k)%numInstances].wsURL()
 	}
 	return out
+}
+
+// conns returns the client connections open to each instance, e.g.
+// "70/66/64".
+func (cl *cluster) conns() string {
+	parts := make([]string, len(cl.insts))
+	for i, in := range cl.insts {
+		parts[i] = strconv.Itoa(in.clientProxy.Conns())
+	}
+	return strings.Join(parts, "/")
 }
 
 // close stops the instances, the proxies and the services, and removes

@@ -4,8 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
+	"math/rand/v2"
 	"sort"
 	"strconv"
 	"strings"
@@ -39,6 +39,7 @@ type subRec struct {
 
 	last           atomic.Uint64 // seq of the last delivery
 	notRecoverable atomic.Int64
+	changes        atomic.Int64 // status changes
 	failed         atomic.Int64 // final statuses before the end (refused, ...)
 }
 
@@ -140,9 +141,11 @@ func (cr *clientRec) recovery() (time.Duration, bool) {
 
 // fleet is every client of the soak.
 type fleet struct {
-	users   bool // clients have a user id (and a user channel)
-	clients []*clientRec
-	subs    map[string][]*subRec // by channel
+	users    bool   // clients have a user id (and a user channel)
+	failover string // failoverRandom or failoverRotate
+	log      *slog.Logger
+	clients  []*clientRec
+	subs     map[string][]*subRec // by channel
 }
 
 // channelName is the name of channel i.
@@ -152,8 +155,8 @@ func channelName(i int) string { return fmt.Sprintf("room-%02d", i) }
 // with the URLs of all three, and subscribes each to cfg.subsPerClient
 // channels. It returns once every subscription is granted; nothing is
 // published meanwhile, so each subscription's start is exact.
-func dialFleet(ctx context.Context, cfg config, cl *cluster) (*fleet, error) {
-	f := &fleet{subs: map[string][]*subRec{}, users: cfg.users}
+func dialFleet(ctx context.Context, cfg config, cl *cluster, log *slog.Logger) (*fleet, error) {
+	f := &fleet{subs: map[string][]*subRec{}, users: cfg.users, failover: cfg.failover, log: log}
 	for i := range cfg.clients {
 		cr := &clientRec{idx: i}
 		for j := range cfg.subsPerClient {
@@ -199,9 +202,6 @@ func dialFleet(ctx context.Context, cfg config, cl *cluster) (*fleet, error) {
 	return f, nil
 }
 
-// quiet discards the clients' logs (hundreds of clients reconnecting).
-var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
-
 func (f *fleet) dial(ctx context.Context, cl *cluster, cr *clientRec) error {
 	urls := cl.urls(cr.idx % numInstances)
 	if f.users {
@@ -209,16 +209,30 @@ func (f *fleet) dial(ctx context.Context, cl *cluster, cr *clientRec) error {
 			urls[i] += "?user=u" + strconv.Itoa(cr.idx)
 		}
 	}
-	c, err := client.Dial(ctx, urls[0], client.Options{
-		URLs:          urls[1:],
+	opts := client.Options{
 		ReconnectBase: 100 * time.Millisecond,
 		ReconnectCap:  2 * time.Second,
-		// Generous: after an instance restart, recovery reads the log
-		// (a scan per read on the test MongoDB).
+		// Generous: recovery on an instance where the channel is not
+		// live reads the log (a scan per read on the test MongoDB,
+		// served one at a time), and a reply that comes too late is
+		// thrown away with all the reads it took.
 		HandshakeTimeout: 15 * time.Second,
-		Logger:           quiet,
+		Logger:           f.log.With("client", cr.idx),
 		Setup:            func(c *client.Client) { c.OnStatusChange(cr.onStatus) },
-	})
+	}
+	if f.failover == failoverRotate {
+		opts.URLs = urls[1:]
+	} else {
+		// A load balancer: each attempt after the first goes to any
+		// instance.
+		opts.SelectURL = func(attempt int) string {
+			if attempt == 0 {
+				return urls[0]
+			}
+			return urls[rand.IntN(len(urls))]
+		}
+	}
+	c, err := client.Dial(ctx, urls[0], opts)
 	if err != nil {
 		return fmt.Errorf("client %d: %w", cr.idx, err)
 	}
@@ -234,6 +248,7 @@ func (f *fleet) dial(ctx context.Context, cl *cluster, cr *clientRec) error {
 		r.last.Store(r.start)
 		sub.On("", r.handler)
 		sub.OnStatusChange(func(s, _ client.SubStatus, _ error) {
+			r.changes.Add(1)
 			switch {
 			case s == client.SubNotRecoverable:
 				r.notRecoverable.Add(1)

@@ -15,6 +15,9 @@ import (
 	"syscall"
 	"time"
 
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
 	"github.com/sss-go/sss/protocol"
 	"github.com/sss-go/sss/scaler"
 	"github.com/sss-go/sss/scaler/mongoredis"
@@ -33,6 +36,7 @@ type instanceConfig struct {
 	probeTimeout time.Duration
 	heartbeat    time.Duration
 	retention    int
+	mongoPool    int
 }
 
 // args returns the command line that runInstance parses back.
@@ -48,6 +52,7 @@ func (ic instanceConfig) args() []string {
 		"-probe-timeout", ic.probeTimeout.String(),
 		"-hb", ic.heartbeat.String(),
 		"-retention", strconv.Itoa(ic.retention),
+		"-mongo-pool", strconv.Itoa(ic.mongoPool),
 	}
 }
 
@@ -79,6 +84,7 @@ func runInstance(args []string) int {
 	fs.DurationVar(&ic.probeTimeout, "probe-timeout", 0, "ProbeTimeout")
 	fs.DurationVar(&ic.heartbeat, "hb", 0, "heartbeat interval")
 	fs.IntVar(&ic.retention, "retention", 0, "publications kept per channel")
+	fs.IntVar(&ic.mongoPool, "mongo-pool", 0, "MongoDB connection pool size")
 	if err := fs.Parse(args); err != nil {
 		return exitSetup
 	}
@@ -93,9 +99,14 @@ func runInstance(args []string) int {
 func serveInstance(ic instanceConfig, log *slog.Logger) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
+	mc, closeMongo, err := mongoClient(ic.mongoURI, ic.mongoPool)
+	if err != nil {
+		return err
+	}
+	defer closeMongo()
 	nctx, cancel := context.WithTimeout(ctx, time.Minute)
 	sc, err := mongoredis.New(nctx, mongoredis.Options{
-		MongoURI:         ic.mongoURI,
+		MongoClient:      mc,
 		RedisURL:         ic.redisURL,
 		Database:         ic.database,
 		Prefix:           ic.prefix,
@@ -140,6 +151,26 @@ func serveInstance(ic instanceConfig, log *slog.Logger) error {
 		return err
 	}
 	return serr
+}
+
+// mongoClient connects a MongoDB client with at most pool connections
+// (0: the driver's default, 100). A small pool keeps a burst of reads
+// queued here, where a read whose caller gave up is never sent, rather than
+// in the server.
+func mongoClient(uri string, pool int) (*mongo.Client, func(), error) {
+	opts := options.Client().ApplyURI(uri)
+	if pool > 0 {
+		opts.SetMaxPoolSize(uint64(pool))
+	}
+	c, err := mongo.Connect(opts)
+	if err != nil {
+		return nil, nil, fmt.Errorf("MongoDB client: %w", err)
+	}
+	return c, func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = c.Disconnect(ctx)
+	}, nil
 }
 
 // newChatServer is the chat-like server of an instance.

@@ -83,6 +83,7 @@ type config struct {
 	subsPerClient int
 	rate          float64
 	retention     int
+	mongoPool     int
 	minFaults     int
 	faults        []string
 	faultEvery    time.Duration
@@ -93,10 +94,18 @@ type config struct {
 	settle        time.Duration
 	progress      time.Duration
 	users         bool
+	failover      string
 	dropOne       bool
 	keep          bool
+	clientLog     string
 	verbose       bool
 }
+
+// Failover policies of the clients (-failover).
+const (
+	failoverRandom = "random"
+	failoverRotate = "rotate"
+)
 
 // Fault kinds, in rotation order.
 var faultKinds = []string{"kill", "redis", "cut", "blackhole", "stop"}
@@ -111,6 +120,7 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 	fs.IntVar(&c.subsPerClient, "subs", 3, "channels each client subscribes to")
 	fs.Float64Var(&c.rate, "rate", 10, "publications per second, over all channels")
 	fs.IntVar(&c.retention, "retention", 0, "publications kept per channel (0: the publications of 2 minutes at -rate, at least 50)")
+	fs.IntVar(&c.mongoPool, "mongo-pool", 8, "MongoDB connections per instance and for the publisher (0: the driver's default, 100)")
 	fs.IntVar(&c.minFaults, "min-faults", 3, "minimum count of each fault kind in -faults; fewer fails the run")
 	faults := fs.String("faults", strings.Join(faultKinds, ","), "fault kinds to rotate through (comma-separated; \"none\" for none)")
 	fs.DurationVar(&c.faultEvery, "fault-every", 0, "time from one fault's start to the next (0: spread so every kind reaches -min-faults within -duration, at most 30s)")
@@ -120,9 +130,11 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 	fs.DurationVar(&c.drain, "drain", 30*time.Second, "after -duration, how long unacknowledged publishes keep being retried")
 	fs.DurationVar(&c.settle, "settle", 90*time.Second, "after the drain, how long clients may take to be live and caught up")
 	fs.DurationVar(&c.progress, "progress", 10*time.Second, "interval of progress lines on stderr")
+	fs.StringVar(&c.failover, "failover", failoverRandom, "how a client picks the instance of each reconnection attempt: \""+failoverRandom+"\" (any of the three, like a load balancer) or \""+failoverRotate+"\" (the client's own failover: its URLs in turn)")
 	fs.BoolVar(&c.users, "users", false, "give each client a user id, hence a user channel each instance it reaches must subscribe to (a log read per client on reconnection)")
 	fs.BoolVar(&c.dropOne, "drop-one", false, "self-test: one client silently drops one delivery (the soak must report lost=1 and fail)")
 	fs.BoolVar(&c.keep, "keep", false, "keep the temporary directory (service and instance logs) and an external MongoDB's database")
+	fs.StringVar(&c.clientLog, "client-log", "", "write the clients' logs (level info: drops with their close codes, reconnections) to this file")
 	fs.BoolVar(&c.verbose, "v", false, "verbose: print every anomaly found by the checker (else the first 20) and the publisher's Redis client logs")
 	fs.Usage = func() {
 		fmt.Fprintf(out, "usage: sss-soak [flags]\n\nA chaos soak of three sss instances on mongoredis with an independent checker.\n"+
@@ -178,8 +190,10 @@ func (c config) validate() error {
 		return errors.New("-subs must be between 1 and -channels")
 	case c.rate <= 0:
 		return errors.New("-rate must be positive")
-	case c.retention < 0:
-		return errors.New("-retention must not be negative")
+	case c.failover != failoverRandom && c.failover != failoverRotate:
+		return fmt.Errorf("-failover must be %s or %s", failoverRandom, failoverRotate)
+	case c.retention < 0 || c.mongoPool < 0:
+		return errors.New("-retention and -mongo-pool must not be negative")
 	case c.minFaults < 0:
 		return errors.New("-min-faults must not be negative")
 	case c.leaseTTL < 500*time.Millisecond:

@@ -107,14 +107,21 @@ type publishers struct {
 	led   *ledger
 	runID string
 	wg    sync.WaitGroup
+
+	closeMongo func()
+	once       sync.Once
 }
 
 func newPublishers(ctx context.Context, cfg config, cl *cluster) (*publishers, error) {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})).With("soak", "publisher")
+	mc, closeMongo, err := mongoClient(cl.mongoURI, cfg.mongoPool)
+	if err != nil {
+		return nil, err
+	}
 	nctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	sc, err := mongoredis.New(nctx, mongoredis.Options{
-		MongoURI:         cl.mongoURI,
+		MongoClient:      mc,
 		RedisURL:         cl.redisURL,
 		Database:         cl.database,
 		Prefix:           cl.prefix,
@@ -124,14 +131,16 @@ func newPublishers(ctx context.Context, cfg config, cl *cluster) (*publishers, e
 		Logger:           log,
 	})
 	if err != nil {
+		closeMongo()
 		return nil, fmt.Errorf("publisher scaler: %w", err)
 	}
 	pub, err := server.NewPublisher(sc, server.PublisherOptions{Logger: log})
 	if err != nil {
 		_ = sc.Close(context.Background())
+		closeMongo()
 		return nil, err
 	}
-	return &publishers{cfg: cfg, sc: sc, pub: pub, led: &ledger{}, runID: cl.database}, nil
+	return &publishers{cfg: cfg, sc: sc, pub: pub, closeMongo: closeMongo, led: &ledger{}, runID: cl.database}, nil
 }
 
 // start starts one publishing goroutine per channel. New publications
@@ -185,9 +194,13 @@ func (p *publishers) publishOne(hard context.Context, channel string) {
 func (p *publishers) wait() { p.wg.Wait() }
 
 // close closes the publisher's scaler: nothing of it writes afterwards.
+// Idempotent.
 func (p *publishers) close() {
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	_ = p.pub.Close(ctx)
-	_ = p.sc.Close(ctx)
+	p.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		_ = p.pub.Close(ctx)
+		_ = p.sc.Close(ctx)
+		p.closeMongo()
+	})
 }

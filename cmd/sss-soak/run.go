@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -16,107 +18,148 @@ const minAckRatio = 0.99
 // run runs the soak and returns the exit status. The summary goes to out,
 // progress and errors to errw.
 func run(ctx context.Context, cfg config, out, errw io.Writer) int {
-	began := time.Now()
-	var logMu sync.Mutex
-	logf := func(format string, args ...any) {
-		logMu.Lock()
-		defer logMu.Unlock()
-		fmt.Fprintf(errw, "%6.1fs  %s\n", time.Since(began).Seconds(), fmt.Sprintf(format, args...))
+	s := &session{cfg: cfg, began: time.Now(), errw: errw}
+	s.logf("starting: %d clients on %d channels (%d each), %.0f publications/s for %v, faults %s (at least %d each, one every %v), lease %v, retention %d",
+		cfg.clients, cfg.channels, cfg.subsPerClient, cfg.rate, cfg.duration, faultList(cfg.faults), cfg.minFaults, cfg.interval(), cfg.leaseTTL, cfg.retentionCount())
+	defer s.tearDown()
+	if err := s.setUp(ctx); err != nil {
+		return s.fail(ctx, err)
 	}
-	fail := func(what string, err error) int {
-		if ctx.Err() != nil {
-			logf("interrupted")
-			return exitInterrupted
-		}
-		logf("%s: %v", what, err)
-		return exitSetup
+	if !soak(ctx, s.cfg, s.pubs, s.inj, s.fl, s.st, s.logf) {
+		s.logf("interrupted")
+		return exitInterrupted
 	}
-	logf("starting: %d clients on %d channels (%d each), %.0f publications/s for %v, faults %s (at least %d each, one every %v), lease %v",
-		cfg.clients, cfg.channels, cfg.subsPerClient, cfg.rate, cfg.duration, faultList(cfg.faults), cfg.minFaults, cfg.interval(), cfg.leaseTTL)
-	cl, err := startCluster(ctx, cfg, logf)
-	if err != nil {
-		return fail("start", err)
+	s.pubs.close()
+	if !settle(ctx, s.cfg, s.st, s.fl, s.logf) && ctx.Err() != nil {
+		s.logf("interrupted")
+		return exitInterrupted
 	}
-	defer func() {
-		logf("stopping the cluster")
-		cl.close()
-		if cfg.keep {
-			logf("kept %s", cl.dir)
-		}
-	}()
-	if cl.redisExt && slices.Contains(cfg.faults, "redis") {
-		cfg.faults = slices.DeleteFunc(slices.Clone(cfg.faults), func(k string) bool { return k == "redis" })
-		cl.cfg = cfg
+	s.fl.close()
+	s.stopFollow()
+	if err := s.st.pollRetry(ctx); err != nil {
+		return s.fail(ctx, fmt.Errorf("read the stored logs: %w", err))
 	}
-	logf("cluster up: redis %s, mongo %s, instances %s", cl.redisURL, cl.mongoURI, strings.Join(cl.urls(0), " "))
-	st, err := openStore(cl)
-	if err != nil {
-		return fail("checker", err)
+	res := check(s.st.logs(), s.pubs.led, s.fl)
+	short, faultErrs := s.inj.short()
+	ok, why := res.passed(minAckRatio, short, faultErrs)
+	res.print(out, s.inj.summary(), cfg.verbose)
+	if !ok {
+		s.logf("FAIL: %s", strings.Join(why, "; "))
+		return exitFail
 	}
-	defer st.close()
-	if cl.mongoExt && !cfg.keep {
-		defer func() {
-			dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			_ = st.dropDatabase(dctx)
-		}()
+	s.logf("PASS in %v", time.Since(s.began).Round(time.Second))
+	return exitPass
+}
+
+// session is one run's parts, torn down in reverse order.
+type session struct {
+	cfg   config
+	began time.Time
+	errw  io.Writer
+	logMu sync.Mutex
+
+	cl         *cluster
+	st         *store
+	pubs       *publishers
+	fl         *fleet
+	inj        *injector
+	stopFollow func() // stops the checker's reads and waits for them
+	closeLog   func() error
+}
+
+// logf writes a progress line with the time since the start.
+func (s *session) logf(format string, args ...any) {
+	s.logMu.Lock()
+	defer s.logMu.Unlock()
+	fmt.Fprintf(s.errw, "%6.1fs  %s\n", time.Since(s.began).Seconds(), fmt.Sprintf(format, args...))
+}
+
+// fail reports a setup error (or the interruption that caused it).
+func (s *session) fail(ctx context.Context, err error) int {
+	if ctx.Err() != nil {
+		s.logf("interrupted")
+		return exitInterrupted
+	}
+	s.logf("%v", err)
+	return exitSetup
+}
+
+// setUp starts the cluster, the checker's reads, the publishers and the
+// clients.
+func (s *session) setUp(ctx context.Context) error {
+	var err error
+	if s.cl, err = startCluster(ctx, s.cfg, s.logf); err != nil {
+		return fmt.Errorf("start: %w", err)
+	}
+	if s.cl.redisExt && slices.Contains(s.cfg.faults, "redis") {
+		s.cfg.faults = slices.DeleteFunc(slices.Clone(s.cfg.faults), func(k string) bool { return k == "redis" })
+		s.cl.cfg = s.cfg
+	}
+	s.logf("cluster up: redis %s, mongo %s, instances %s", s.cl.redisURL, s.cl.mongoURI, strings.Join(s.cl.urls(0), " "))
+	if s.st, err = openStore(s.cl); err != nil {
+		return err
 	}
 	// The checker reads the logs every few seconds, before retention
 	// trims them.
-	fctx, stopFollow := context.WithCancel(ctx)
-	followDone := make(chan struct{})
+	fctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
 	go func() {
-		defer close(followDone)
-		st.follow(fctx, 2*time.Second)
+		defer close(done)
+		s.st.follow(fctx, 2*time.Second)
 	}()
-	defer func() {
-		stopFollow()
-		<-followDone
-	}()
-	pubs, err := newPublishers(ctx, cfg, cl)
-	if err != nil {
-		return fail("publishers", err)
+	s.stopFollow = func() {
+		cancel()
+		<-done
 	}
-	pubsOpen := true
-	defer func() {
-		if pubsOpen {
-			pubs.close()
+	if s.pubs, err = newPublishers(ctx, s.cfg, s.cl); err != nil {
+		return err
+	}
+	clientLog := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if s.cfg.clientLog != "" {
+		f, err := os.Create(s.cfg.clientLog)
+		if err != nil {
+			return err
 		}
-	}()
-	fl, err := dialFleet(ctx, cfg, cl)
-	if err != nil {
-		return fail("clients", err)
+		s.closeLog = f.Close
+		clientLog = slog.New(slog.NewTextHandler(f, nil))
 	}
-	defer fl.close()
-	logf("%d clients subscribed", len(fl.clients))
+	if s.fl, err = dialFleet(ctx, s.cfg, s.cl, clientLog); err != nil {
+		return fmt.Errorf("clients: %w", err)
+	}
+	s.logf("%d clients subscribed", len(s.fl.clients))
+	s.inj = newInjector(s.cfg, s.cl, s.logf)
+	return nil
+}
 
-	inj := newInjector(cfg, cl, logf)
-	if !soak(ctx, cfg, pubs, inj, fl, st, logf) {
-		logf("interrupted")
-		return exitInterrupted
+// tearDown stops whatever setUp started; each part may be stopped already.
+func (s *session) tearDown() {
+	if s.fl != nil {
+		s.fl.close()
 	}
-	pubs.close()
-	pubsOpen = false
-	if !settle(ctx, cfg, st, fl, logf) && ctx.Err() != nil {
-		logf("interrupted")
-		return exitInterrupted
+	if s.closeLog != nil {
+		_ = s.closeLog()
 	}
-	fl.close()
-	stopFollow()
-	<-followDone
-	if err := st.pollRetry(ctx); err != nil {
-		return fail("read the stored logs", err)
+	if s.pubs != nil {
+		s.pubs.close()
 	}
-	res := check(st.logs(), pubs.led, fl)
-	short, faultErrs := inj.short()
-	ok, why := res.passed(minAckRatio, short, faultErrs)
-	res.print(out, inj.summary(), cfg.verbose)
-	if !ok {
-		logf("FAIL: %s", strings.Join(why, "; "))
-		return exitFail
+	if s.stopFollow != nil {
+		s.stopFollow()
 	}
-	logf("PASS in %v", time.Since(began).Round(time.Second))
-	return exitPass
+	if s.st != nil {
+		if s.cl.mongoExt && !s.cfg.keep {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			_ = s.st.dropDatabase(ctx)
+			cancel()
+		}
+		s.st.close()
+	}
+	if s.cl != nil {
+		s.logf("stopping the cluster")
+		s.cl.close()
+		if s.cfg.keep {
+			s.logf("kept %s", s.cl.dir)
+		}
+	}
 }
 
 func faultList(kinds []string) string {
@@ -186,8 +229,8 @@ func progress(ctx context.Context, every time.Duration, pubs *publishers, inj *i
 		}
 		published, acked := pubs.led.counts()
 		reads, errs := st.stats()
-		logf("progress: published=%d acknowledged=%d delivered=%d clients_live=%d/%d reconnects=%d faults=%s log_reads=%d/%d",
-			published, acked, fl.delivered(), fl.readyCount(), len(fl.clients), fl.reconnects(), inj.summary(), reads-errs, reads)
+		logf("progress: published=%d acknowledged=%d delivered=%d clients_live=%d/%d conns=%s reconnects=%d faults=%s log_reads=%d/%d",
+			published, acked, fl.delivered(), fl.readyCount(), len(fl.clients), inj.cl.conns(), fl.reconnects(), inj.summary(), reads-errs, reads)
 	}
 }
 
