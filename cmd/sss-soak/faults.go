@@ -2,12 +2,18 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 )
+
+// errCutShort: the run ended before the fault lasted its full time (a
+// blackhole past the probe timeout, a stop past the lease); it is healed
+// and not counted.
+var errCutShort = errors.New("cut short by the end of the run")
 
 // injector injects faults one at a time, rotating kinds and instances.
 type injector struct {
@@ -42,17 +48,22 @@ func (f *injector) run(ctx, heal context.Context) {
 		in := f.cl.insts[n%numInstances]
 		t0 := time.Now()
 		err := f.inject(ctx, heal, kind, in)
+		took := time.Since(t0).Round(time.Millisecond)
 		f.mu.Lock()
-		if err != nil {
-			f.errs = append(f.errs, fmt.Sprintf("%s on instance%d: %v", kind, in.idx, err))
-		} else {
+		switch {
+		case err == nil:
 			f.counts[kind]++
+		case !errors.Is(err, errCutShort):
+			f.errs = append(f.errs, fmt.Sprintf("%s on instance%d: %v", kind, in.idx, err))
 		}
 		f.mu.Unlock()
-		if err != nil {
-			f.logf("fault %d %s instance%d FAILED after %v: %v", n+1, kind, in.idx, time.Since(t0).Round(time.Millisecond), err)
-		} else {
-			f.logf("fault %d %s instance%d done in %v", n+1, kind, in.idx, time.Since(t0).Round(time.Millisecond))
+		switch {
+		case err == nil:
+			f.logf("fault %d %s instance%d done in %v", n+1, kind, in.idx, took)
+		case errors.Is(err, errCutShort):
+			f.logf("fault %d %s instance%d cut short after %v by the end of the run (not counted)", n+1, kind, in.idx, took)
+		default:
+			f.logf("fault %d %s instance%d FAILED after %v: %v", n+1, kind, in.idx, took, err)
 		}
 	}
 }
@@ -72,16 +83,22 @@ func (f *injector) inject(ctx, heal context.Context, kind string, in *instance) 
 		return nil
 	case "blackhole":
 		in.redisProxy.Blackhole(true)
-		sleepCtx(ctx, f.cfg.blackholeFor())
+		full := sleepCtx(ctx, f.cfg.blackholeFor())
 		in.redisProxy.Blackhole(false)
+		if !full {
+			return errCutShort
+		}
 		return nil
 	case "stop":
 		p := in.process()
 		if err := p.Signal(syscall.SIGSTOP); err != nil {
 			return err
 		}
-		sleepCtx(ctx, f.cfg.stopFor())
-		return p.Signal(syscall.SIGCONT)
+		full := sleepCtx(ctx, f.cfg.stopFor())
+		if err := p.Signal(syscall.SIGCONT); err != nil || full {
+			return err
+		}
+		return errCutShort
 	}
 	return fmt.Errorf("unknown fault kind %q", kind)
 }

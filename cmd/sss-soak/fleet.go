@@ -94,7 +94,6 @@ type clientRec struct {
 
 	mu          sync.Mutex // the fields below; callbacks and the reporter
 	downSince   time.Time  // zero while live
-	drops       int
 	maxRecovery time.Duration
 }
 
@@ -123,7 +122,6 @@ func (cr *clientRec) onStatus(s, old client.Status) {
 		cr.ready.Store(false)
 	case old == client.StatusReady:
 		cr.downSince = now
-		cr.drops++
 		cr.ready.Store(false)
 	}
 }
