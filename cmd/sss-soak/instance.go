@@ -125,7 +125,9 @@ func serveInstance(ic instanceConfig, log *slog.Logger) error {
 		defer cancel()
 		_ = sc.Close(cctx)
 	}()
-	srv, err := newChatServer(sc, ic.heartbeat, log)
+	nctx, ncancel := context.WithTimeout(context.Background(), 30*time.Second)
+	srv, err := newChatServer(nctx, sc, ic.heartbeat, log)
+	ncancel()
 	if err != nil {
 		return err
 	}
@@ -174,8 +176,8 @@ func mongoClient(uri string, pool int) (*mongo.Client, func(), error) {
 }
 
 // newChatServer is the chat-like server of an instance.
-func newChatServer(sc scaler.Scaler, hb time.Duration, log *slog.Logger) (*server.Server, error) {
-	srv, err := server.New(sc, server.Options{
+func newChatServer(ctx context.Context, sc scaler.Scaler, hb time.Duration, log *slog.Logger) (*server.Server, error) {
+	srv, err := server.New(ctx, sc, server.Options{
 		SessionParser: func(r *http.Request) (*server.Session, error) {
 			return &server.Session{User: r.URL.Query().Get("user")}, nil
 		},
