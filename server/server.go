@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -130,47 +129,6 @@ func New(ctx context.Context, sc scaler.Scaler, opts Options) (*Server, error) {
 // Scaler returns the server's scaler.
 func (s *Server) Scaler() scaler.Scaler { return s.sc }
 
-// HandleAsk sets the handler of an ask topic. It may be called at any time;
-// it panics on an empty topic, a nil handler or a topic already handled
-// (setup mistakes).
-func (s *Server) HandleAsk(topic string, fn AskHandler) {
-	if topic == "" || fn == nil {
-		panic("sss/server: HandleAsk with empty topic or nil handler")
-	}
-	s.hmu.Lock()
-	defer s.hmu.Unlock()
-	if _, dup := s.asks[topic]; dup {
-		panic("sss/server: HandleAsk: duplicate topic " + topic)
-	}
-	s.asks[topic] = fn
-}
-
-// HandleTell sets the handler of a client tell topic; the same rules as
-// HandleAsk apply.
-func (s *Server) HandleTell(topic string, fn TellHandler) {
-	if topic == "" || fn == nil {
-		panic("sss/server: HandleTell with empty topic or nil handler")
-	}
-	s.hmu.Lock()
-	defer s.hmu.Unlock()
-	if _, dup := s.tells[topic]; dup {
-		panic("sss/server: HandleTell: duplicate topic " + topic)
-	}
-	s.tells[topic] = fn
-}
-
-func (s *Server) askHandler(topic string) AskHandler {
-	s.hmu.RLock()
-	defer s.hmu.RUnlock()
-	return s.asks[topic]
-}
-
-func (s *Server) tellHandler(topic string) TellHandler {
-	s.hmu.RLock()
-	defer s.hmu.RUnlock()
-	return s.tells[topic]
-}
-
 // prot returns BEGIN's prot object.
 func (s *Server) prot() protocol.Prot {
 	if s.opts.HeartbeatInterval <= 0 {
@@ -178,44 +136,6 @@ func (s *Server) prot() protocol.Prot {
 	}
 	return protocol.Prot{V: 1, HB: true, HBInterval: int(s.opts.HeartbeatInterval / time.Millisecond),
 		HBThreshold: int(s.opts.HeartbeatThreshold / time.Millisecond)}
-}
-
-// socketsOf returns the local sockets of a user or session ("" key =
-// every socket).
-func (s *Server) socketsOf(m map[string]map[*Socket]struct{}, key string) []*Socket {
-	s.smu.RLock()
-	defer s.smu.RUnlock()
-	var out []*Socket
-	if m == nil {
-		out = make([]*Socket, 0, len(s.sockets))
-		for _, sock := range s.sockets {
-			out = append(out, sock)
-		}
-		return out
-	}
-	for sock := range m[key] {
-		out = append(out, sock)
-	}
-	return out
-}
-
-// appError turns a hook's error into a wire error object; codeDefault
-// fills an empty Code. Errors other than *protocol.Error are logged and
-// answered "internal".
-func (s *Server) appError(err error, codeDefault, what, name string, sock *Socket) *protocol.Error {
-	var pe *protocol.Error
-	if errors.As(err, &pe) {
-		out := *pe
-		if out.Code == "" {
-			out.Code = codeDefault
-		}
-		if out.Name == "" {
-			out.Name = protocol.NameOf(out.Code)
-		}
-		return &out
-	}
-	s.log.Error("sss: "+what+" failed", "socket", sock.id, "topic", name, "err", err)
-	return protocol.NewInternalError()
 }
 
 // Channels returns the channels with at least one subscribed socket on
@@ -264,51 +184,4 @@ func (s *Server) ReadyHandler() http.Handler {
 		w.WriteHeader(http.StatusOK)
 		_, _ = w.Write([]byte("ok\n"))
 	})
-}
-
-// tracker counts running readers and asks so Shutdown can wait for them.
-type tracker struct {
-	mu     sync.Mutex
-	n      int
-	closed bool
-	zeroed bool
-	zero   chan struct{}
-}
-
-func (t *tracker) init() { t.zero = make(chan struct{}) }
-
-// add counts one more; false once closed, unless inner (work started by
-// work already counted, such as an ask started by a reader).
-func (t *tracker) add(inner bool) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.closed && !inner {
-		return false
-	}
-	t.n++
-	return true
-}
-
-func (t *tracker) done() {
-	t.mu.Lock()
-	t.n--
-	if t.n == 0 && t.closed && !t.zeroed {
-		t.zeroed = true
-		close(t.zero)
-	}
-	t.mu.Unlock()
-}
-
-// close refuses new work and returns a channel closed when none runs.
-func (t *tracker) close() <-chan struct{} {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if !t.closed {
-		t.closed = true
-		if t.n == 0 {
-			t.zeroed = true
-			close(t.zero)
-		}
-	}
-	return t.zero
 }
