@@ -105,7 +105,7 @@ func (s *Socket) callAsk(h AskHandler, topic string, id, body json.RawMessage) (
 	if err != nil {
 		return protocol.AppendResponseError(nil, id, s.srv.appError(err, protocol.CodeAppError, "ask", topic, s))
 	}
-	raw, err := marshalMsg(res)
+	raw, err := protocol.MarshalPayload(res)
 	if err != nil {
 		s.srv.log.Error("sss: ask result not encodable", "socket", s.id, "topic", topic, "err", err)
 		return protocol.AppendResponseError(nil, id, protocol.NewInternalError())

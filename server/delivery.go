@@ -151,3 +151,40 @@ func (s *Socket) sentToLocked(channel string, pos protocol.UID) protocol.UID {
 	}
 	return pos
 }
+
+// beginExclusion starts a Publish that excludes s from channel: the
+// channel's deliveries to s are parked until endExclusion, so that the
+// publication, whose uid is not known yet, reaches s as UPDATESUB in its
+// place in the stream. It returns s, or nil (on which endExclusion does
+// nothing) when s is nil or not subscribed to channel.
+func (s *Socket) beginExclusion(channel string) *Socket {
+	if s == nil {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.subs[channel]; !ok {
+		return nil
+	}
+	s.holdLocked(channel)
+	return s
+}
+
+// endExclusion ends beginExclusion once the Publish returned: a stored
+// publication (err nil) of a channel s still holds is recorded to reach s
+// as UPDATESUB (deliverExclLocked), and the parked deliveries go out.
+func (s *Socket) endExclusion(channel string, uid protocol.UID, err error) {
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, still := s.subs[channel]; err == nil && still {
+		if s.excl == nil {
+			s.excl = make(map[string][]protocol.UID)
+		}
+		s.excl[channel] = append(s.excl[channel], uid)
+		s.updateSlowLocked()
+	}
+	s.releaseLocked(channel, nil)
+}

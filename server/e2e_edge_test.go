@@ -8,6 +8,7 @@ package server_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -319,7 +320,7 @@ func TestE2EPublisher(t *testing.T) {
 	c.begin()
 	pos := c.subscribe("jobs")
 	ctx := e2eCtx(t)
-	u, err := p.Publish(ctx, "jobs", "done", json.RawMessage(`{"job":1}`), "")
+	u, err := p.Publish(ctx, "jobs", "done", json.RawMessage(`{"job":1}`), server.PublishOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -327,6 +328,21 @@ func TestE2EPublisher(t *testing.T) {
 		t.Fatalf("uid %s after %s", u, pos)
 	}
 	c.expectFeed("jobs", "done", `{"job":1}`, u)
+	// A Publisher has no sockets to exclude, and a Server excludes only
+	// its own: both are refused, and nothing is published.
+	var sock *server.Socket
+	a.srv.HandleAsk("grab", func(ctx context.Context, s *server.Socket, msg json.RawMessage) (any, error) {
+		sock = s
+		return nil, nil
+	})
+	c.ask("grab", "1")
+	if _, err := p.Publish(ctx, "jobs", "done", 2, server.PublishOptions{Exclude: sock}); !errors.Is(err, server.ErrBadOptions) {
+		t.Errorf("Publisher.Publish with Exclude = %v, want ErrBadOptions", err)
+	}
+	other := startE2E(t, be.Instance(), e2eOptions())
+	if _, err := other.srv.Publish(ctx, "jobs", "done", 3, server.PublishOptions{Exclude: sock}); !errors.Is(err, server.ErrBadOptions) {
+		t.Errorf("Server.Publish excluding another server's socket = %v, want ErrBadOptions", err)
+	}
 	if err := p.TellUser(ctx, "alice", "hey", json.RawMessage(`1`)); err != nil {
 		t.Fatal(err)
 	}

@@ -116,7 +116,7 @@ func TestPublishUncertain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := p.Publish(e2eCtx(t), "ch", "t", 1, "k"); !errors.Is(err, scaler.ErrUncertain) {
+	if _, err := p.Publish(e2eCtx(t), "ch", "t", 1, server.PublishOptions{IdempotencyKey: "k"}); !errors.Is(err, scaler.ErrUncertain) {
 		t.Errorf("Publisher.Publish = %v, want an error wrapping scaler.ErrUncertain", err)
 	}
 }

@@ -65,7 +65,7 @@ func TestInvalidUTF8Refused(t *testing.T) {
 		"BootSocket":           func() error { return s.BootSocket(ctx, id, badText) },
 		"BootSession":          func() error { return s.BootSession(ctx, "ss", badText) },
 		"BootUser":             func() error { return s.BootUser(ctx, "uu", badText) },
-		"Publisher.Publish":    func() error { _, err := p.Publish(ctx, "ch", "t", badRaw, ""); return err },
+		"Publisher.Publish":    func() error { _, err := p.Publish(ctx, "ch", "t", badRaw, server.PublishOptions{}); return err },
 		"Publisher.Broadcast":  func() error { return p.Broadcast(ctx, badText, 1) },
 		"Publisher.TellUser":   func() error { return p.TellUser(ctx, "uu", "t", badNested) },
 		"Publisher.TellSocket": func() error { return p.TellSocket(ctx, id, "t", badRaw) },

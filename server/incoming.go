@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"time"
-	"unicode/utf8"
 
 	"github.com/sss-go/sss/protocol"
 	"github.com/sss-go/sss/scaler"
@@ -67,33 +66,15 @@ func (s *Server) onControl(c scaler.Control) {
 	}
 }
 
-// presenceFrame encodes a _presence TELL.
+// presenceFrame encodes the _presence TELL of a join or leave
+// (docs/protocol.md, "5.8 Presence events").
 func presenceFrame(c scaler.Control) []byte {
-	type member struct {
-		User *string         `json:"user"`
-		Info json.RawMessage `json:"info"`
-	}
-	ev := "join"
+	ev := protocol.PresenceEvent{Channel: c.Target, Event: protocol.PresenceJoin,
+		Member: protocol.PresenceMember{User: c.Member.User, Info: c.Member.Info}}
 	if c.Kind == scaler.ControlLeave {
-		ev = "leave"
+		ev.Event = protocol.PresenceLeave
 	}
-	m := member{Info: c.Member.Info}
-	if c.Member.User != "" {
-		u := c.Member.User
-		m.User = &u
-	}
-	if len(m.Info) == 0 || !utf8.Valid(m.Info) || !json.Valid(m.Info) {
-		m.Info = json.RawMessage("{}")
-	}
-	raw, err := marshalMsg(struct {
-		Channel string `json:"channel"`
-		Event   string `json:"event"`
-		Member  member `json:"member"`
-	}{c.Target, ev, m})
-	if err != nil {
-		raw = nullJSON
-	}
-	return protocol.AppendTell(nil, protocol.PresenceTopic, raw)
+	return protocol.AppendTell(nil, protocol.PresenceTopic, protocol.AppendPresence(nil, ev))
 }
 
 // orNull returns a control message's payload for a frame: null for none,

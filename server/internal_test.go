@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"encoding/json"
-	"errors"
 	"net"
 	"sync"
 	"testing"
@@ -427,29 +425,5 @@ func TestHeartbeatBeat(t *testing.T) {
 	last := frames[2]
 	if last.op != opClose || binary.BigEndian.Uint16([]byte(last.payload)) != protocol.CloseHeartbeatTimeout {
 		t.Fatalf("last frame %v, want close 4003", last)
-	}
-}
-
-// TestMarshalMsgCompacts: frames are compact JSON (PROTOCOL.md), so a
-// json.RawMessage with whitespace is compacted once, strings untouched.
-func TestMarshalMsgCompacts(t *testing.T) {
-	for _, tc := range []struct {
-		in   any
-		want string
-	}{
-		{json.RawMessage(`{ "a" : [1, 2],` + "\n" + ` "b":"x y" }`), `{"a":[1,2],"b":"x y"}`},
-		{json.RawMessage(`{"a":1}`), `{"a":1}`},
-		{nil, `null`},
-		{map[string]string{"h": "<&>"}, `{"h":"<&>"}`},
-	} {
-		got, err := marshalMsg(tc.in)
-		if err != nil || string(got) != tc.want {
-			t.Errorf("marshalMsg(%v) = %s, %v; want %s", tc.in, got, err, tc.want)
-		}
-	}
-	for _, bad := range []json.RawMessage{json.RawMessage(`{ "a": `), json.RawMessage(`{"a":}`)} {
-		if _, err := marshalMsg(bad); !errors.Is(err, ErrBadMessage) {
-			t.Errorf("marshalMsg(%s) error %v, want ErrBadMessage", bad, err)
-		}
 	}
 }

@@ -132,7 +132,7 @@ func TestPublisherAndControl(t *testing.T) {
 	bob.begin()
 	bob.subscribe("room", 1)
 
-	if _, err := pub.Publish(ctx, "room", "m", 1, ""); err != nil {
+	if _, err := pub.Publish(ctx, "room", "m", 1, PublishOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if m := bob.readMsg(); m.Sys != protocol.SysFeed || string(m.Msg) != "1" {
@@ -167,7 +167,7 @@ func TestPublisherAndControl(t *testing.T) {
 		t.Fatalf("boot closed %d %q", code, reason)
 	}
 	waitFor(t, "room vacated", func() bool { return len(ts.Channels()) == 1 }) // only bob's user channel
-	if _, err := pub.Publish(ctx, "_reserved", "m", 1, ""); !errors.Is(err, ErrBadChannel) {
+	if _, err := pub.Publish(ctx, "_reserved", "m", 1, PublishOptions{}); !errors.Is(err, ErrBadChannel) {
 		t.Fatalf("publish to a reserved channel: %v", err)
 	}
 	if err := pub.Close(ctx); err != nil {

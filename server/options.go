@@ -35,13 +35,12 @@ type ChannelOptions struct {
 	// instance. Off, the server makes no presence writes for it and
 	// Server.Presence and Server.Count return ErrPresenceOff.
 	Presence bool
-	// ClientPublish is reserved for applications (e.g. a tell handler that
-	// publishes); the server never publishes on its own.
-	ClientPublish bool
 	// MaxSubscribers bounds the sockets subscribed to the channel on this
 	// instance; 0 means unlimited.
 	MaxSubscribers int
-	// History is informational: retention belongs to the scaler.
+	// History is informational only: the server does nothing with it
+	// (how long publications are kept is the scaler's to decide), and an
+	// application may read it back from its own rules.
 	History bool
 }
 

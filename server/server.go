@@ -16,13 +16,15 @@ import (
 	"github.com/sss-go/sss/scaler"
 )
 
-// Server is an http.Handler speaking the SSS protocol (PROTOCOL.md) over
-// WebSocket, connected to the other instances through a scaler.Scaler.
+// Server is an http.Handler speaking the sss protocol (docs/protocol.md)
+// over WebSocket, connected to the other instances through a
+// scaler.Scaler. Its Publish, Broadcast, Boot and Tell methods are shared
+// with Publisher.
 type Server struct {
+	controls // sc, its control plane (or localPlane), Publish, Broadcast, Boot*, Tell*
+
 	opts     Options
 	log      *slog.Logger
-	sc       scaler.Scaler
-	cp       scaler.ControlPlane  // sc's, or this instance only
 	presence scaler.PresenceStore // sc's, or this instance only
 	users    scaler.UserRegistry  // sc's, or nil
 	ownSc    bool
@@ -75,7 +77,6 @@ func New(ctx context.Context, sc scaler.Scaler, opts Options) (*Server, error) {
 	s := &Server{
 		opts:      o,
 		log:       o.Logger,
-		sc:        sc,
 		writers:   newWriterPool(),
 		asks:      make(map[string]AskHandler),
 		tells:     make(map[string]TellHandler),
@@ -84,13 +85,13 @@ func New(ctx context.Context, sc scaler.Scaler, opts Options) (*Server, error) {
 		bySession: make(map[string]map[*Socket]struct{}),
 		shutDone:  make(chan struct{}),
 	}
-	if s.sc == nil {
-		s.sc = scaler.NewMemory(scaler.MemoryOptions{Logger: o.Logger})
+	if sc == nil {
+		sc = scaler.NewMemory(scaler.MemoryOptions{Logger: o.Logger})
 		s.ownSc = true
 	}
-	s.cp = controlPlane(s.sc, localPlane{s})
-	s.presence = presenceStore(s.sc)
-	s.users, _ = s.sc.(scaler.UserRegistry)
+	s.controls = controls{sc: sc, cp: controlPlane(sc, localPlane{s}), maxLen: o.MaxChannelLen, srv: s}
+	s.presence = presenceStore(sc)
+	s.users, _ = sc.(scaler.UserRegistry)
 	s.hub = newHub(s)
 	s.work.init()
 	s.up = websocket.Upgrader{
@@ -102,7 +103,19 @@ func New(ctx context.Context, sc scaler.Scaler, opts Options) (*Server, error) {
 			http.Error(w, http.StatusText(status), status)
 		},
 	}
-	err = s.sc.Start(ctx, scaler.Handler{
+	if err := s.startScaler(ctx); err != nil {
+		return nil, err
+	}
+	if o.HeartbeatInterval > 0 {
+		s.wheel = newWheel(o.HeartbeatInterval, heartbeat)
+	}
+	return s, nil
+}
+
+// startScaler starts the scaler with the server's handler; a scaler New
+// made is closed again when that fails.
+func (s *Server) startScaler(ctx context.Context) error {
+	err := s.sc.Start(ctx, scaler.Handler{
 		Publication: s.hub.publication,
 		Reset:       s.onReset,
 		Control:     s.onControl,
@@ -112,18 +125,25 @@ func New(ctx context.Context, sc scaler.Scaler, opts Options) (*Server, error) {
 			}
 		},
 	})
-	if err != nil {
-		if s.ownSc {
-			cctx, cancel := context.WithTimeout(context.Background(), o.BackendTimeout)
-			_ = s.sc.Close(cctx)
-			cancel()
-		}
-		return nil, fmt.Errorf("sss/server: start scaler: %w", err)
+	if err == nil {
+		return nil
 	}
-	if o.HeartbeatInterval > 0 {
-		s.wheel = newWheel(o.HeartbeatInterval, heartbeat)
+	if s.ownSc {
+		cctx, cancel := context.WithTimeout(context.Background(), s.opts.BackendTimeout)
+		_ = s.sc.Close(cctx)
+		cancel()
 	}
-	return s, nil
+	return fmt.Errorf("sss/server: start scaler: %w", err)
+}
+
+// published counts a Publish of this server and reports it to OnEvent.
+func (s *Server) published(channel string, took time.Duration, err error) {
+	if err == nil {
+		s.stats.published.Add(1)
+	}
+	if s.opts.OnEvent != nil {
+		s.emit(Event{Kind: EventPublish, Channel: channel, Latency: took, Err: err})
+	}
 }
 
 // Scaler returns the server's scaler.
@@ -160,7 +180,6 @@ func (s *Server) Stats() Stats {
 		Delivered:          s.stats.delivered.Load(),
 		SlowConsumerCloses: s.stats.slowCloses.Load(),
 		BadFrames:          s.stats.badFrames.Load(),
-		Writers:            int(s.writers.n.Load()),
 	}
 }
 

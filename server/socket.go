@@ -99,10 +99,7 @@ func (s *Socket) Request() *http.Request { return s.req }
 // encoding/json (json.RawMessage verbatim); a msg or topic that is not
 // valid UTF-8 is refused with an error wrapping ErrInvalidPayload.
 func (s *Socket) Tell(topic string, msg any) error {
-	if err := checkText("topic", topic); err != nil {
-		return err
-	}
-	raw, err := marshalMsg(msg)
+	raw, err := tellPayload(topic, msg)
 	if err != nil {
 		return err
 	}

@@ -3,7 +3,6 @@ package server
 import (
 	"encoding/binary"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -59,7 +58,6 @@ type writerPool struct {
 	quit     chan struct{}
 	quitOnce sync.Once
 	wg       sync.WaitGroup
-	n        atomic.Int64
 }
 
 func newWriterPool() *writerPool {
@@ -85,7 +83,6 @@ func (p *writerPool) start(s *Socket) {
 	case p.work <- s:
 	default:
 		p.wg.Add(1)
-		p.n.Add(1)
 		go p.run(s)
 	}
 }
@@ -93,7 +90,6 @@ func (p *writerPool) start(s *Socket) {
 // run writes s, then any socket handed over, until idle for writerIdle.
 func (p *writerPool) run(s *Socket) {
 	defer p.wg.Done()
-	defer p.n.Add(-1)
 	buf := make([]byte, 0, 4<<10)
 	t := time.NewTimer(writerIdle)
 	defer t.Stop()
