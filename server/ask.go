@@ -14,41 +14,33 @@ import (
 // it panics on an empty topic, a nil handler or a topic already handled
 // (setup mistakes).
 func (s *Server) HandleAsk(topic string, fn AskHandler) {
-	if topic == "" || fn == nil {
-		panic("sss/server: HandleAsk with empty topic or nil handler")
-	}
-	s.hmu.Lock()
-	defer s.hmu.Unlock()
-	if _, dup := s.asks[topic]; dup {
-		panic("sss/server: HandleAsk: duplicate topic " + topic)
-	}
-	s.asks[topic] = fn
+	register(s, s.asks, "HandleAsk", topic, fn, fn == nil)
 }
 
 // HandleTell sets the handler of a client tell topic; the same rules as
 // HandleAsk apply.
 func (s *Server) HandleTell(topic string, fn TellHandler) {
-	if topic == "" || fn == nil {
-		panic("sss/server: HandleTell with empty topic or nil handler")
+	register(s, s.tells, "HandleTell", topic, fn, fn == nil)
+}
+
+// register adds the handler of a topic to m (s.asks or s.tells).
+func register[H any](s *Server, m map[string]H, what, topic string, fn H, isNil bool) {
+	if topic == "" || isNil {
+		panic("sss/server: " + what + " with empty topic or nil handler")
 	}
 	s.hmu.Lock()
 	defer s.hmu.Unlock()
-	if _, dup := s.tells[topic]; dup {
-		panic("sss/server: HandleTell: duplicate topic " + topic)
+	if _, dup := m[topic]; dup {
+		panic("sss/server: " + what + ": duplicate topic " + topic)
 	}
-	s.tells[topic] = fn
+	m[topic] = fn
 }
 
-func (s *Server) askHandler(topic string) AskHandler {
+// handler returns the handler of a topic in m (s.asks or s.tells).
+func handler[H any](s *Server, m map[string]H, topic string) H {
 	s.hmu.RLock()
 	defer s.hmu.RUnlock()
-	return s.asks[topic]
-}
-
-func (s *Server) tellHandler(topic string) TellHandler {
-	s.hmu.RLock()
-	defer s.hmu.RUnlock()
-	return s.tells[topic]
+	return m[topic]
 }
 
 // handleAsk starts an ask handler on its own goroutine.
@@ -65,7 +57,7 @@ func (s *Socket) handleAsk(msg *protocol.Message) {
 		s.mu.Unlock()
 		return
 	}
-	h := s.srv.askHandler(msg.Topic)
+	h := handler(s.srv, s.srv.asks, msg.Topic)
 	if h == nil {
 		s.enqueueLocked(outItem{data: protocol.AppendResponseError(nil, msg.ID, protocol.NewError(protocol.CodeUnknownTopic, "no handler for topic "+msg.Topic)), op: opText})
 		s.mu.Unlock()
@@ -119,7 +111,7 @@ func (s *Socket) handleTell(msg *protocol.Message) {
 		s.sendText(protocol.AppendErrorFrame(nil, protocol.NewError(protocol.CodeRateLimited, "too many tells")))
 		return
 	}
-	h := s.srv.tellHandler(msg.Topic)
+	h := handler(s.srv, s.srv.tells, msg.Topic)
 	if h == nil {
 		s.sendText(protocol.AppendErrorFrame(nil, protocol.NewError(protocol.CodeUnknownTopic, "no handler for topic "+msg.Topic)))
 		return

@@ -80,29 +80,29 @@ func (s *Socket) badInput(err error) {
 func (s *Socket) badFrame() bool {
 	s.srv.stats.badFrames.Add(1)
 	lim := s.srv.opts.BadFrameLimit
-	if lim < 0 {
-		return false
-	}
-	now := time.Now()
-	if now.Sub(s.badStart) > s.srv.opts.BadFrameWindow {
-		s.badStart = now
-		s.badCount = 0
-	}
-	s.badCount++
-	return s.badCount > lim
+	return lim >= 0 && s.bad.add(s.srv.opts.BadFrameWindow, lim)
 }
 
 // rateLimited counts a request against Options.RateLimit.
 func (s *Socket) rateLimited() bool {
 	lim := s.srv.opts.RateLimit
-	if lim <= 0 {
-		return false
-	}
+	return lim > 0 && s.rate.add(time.Second, lim)
+}
+
+// windowCount counts events in consecutive windows of time (handler
+// goroutine only).
+type windowCount struct {
+	start time.Time
+	n     int
+}
+
+// add counts one event and reports whether the current window, of length
+// w, has more than lim.
+func (c *windowCount) add(w time.Duration, lim int) bool {
 	now := time.Now()
-	if now.Sub(s.rateT) >= time.Second {
-		s.rateT = now
-		s.rateN = 0
+	if now.Sub(c.start) >= w {
+		c.start, c.n = now, 0
 	}
-	s.rateN++
-	return s.rateN > lim
+	c.n++
+	return c.n > lim
 }

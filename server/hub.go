@@ -136,17 +136,7 @@ func (h *hub) join(ctx context.Context, s *Socket, name string, max int, fn func
 func (h *hub) create(ctx context.Context, sh *hubShard, ch *hubChannel, s *Socket, fn func(*hubChannel, protocol.UID)) error {
 	pos, err := h.srv.sc.Subscribe(ctx, ch.name)
 	if err != nil {
-		sh.mu.Lock()
-		if sh.m[ch.name] == ch {
-			delete(sh.m, ch.name)
-		}
-		sh.mu.Unlock()
-		ch.mu.Lock()
-		ch.state = chanDead
-		close(ch.settled)
-		ch.settled = nil
-		ch.pending = nil
-		ch.mu.Unlock()
+		h.drop(sh, ch)
 		return err
 	}
 	ch.mu.Lock()
@@ -210,18 +200,25 @@ func (h *hub) leave(ctx context.Context, s *Socket, name string) bool {
 	if err := h.srv.sc.Unsubscribe(ctx, name); err != nil {
 		h.srv.log.Warn("sss: scaler unsubscribe failed", "channel", name, "err", err)
 	}
+	h.drop(sh, ch)
+	return true
+}
+
+// drop ends a channel entry whose scaler subscription failed or ended:
+// it leaves the shard, and those waiting for it to settle go on.
+func (h *hub) drop(sh *hubShard, ch *hubChannel) {
 	sh.mu.Lock()
-	if sh.m[name] == ch {
-		delete(sh.m, name)
+	if sh.m[ch.name] == ch {
+		delete(sh.m, ch.name)
 	}
 	sh.mu.Unlock()
 	ch.mu.Lock()
 	ch.state = chanDead
 	close(ch.settled)
 	ch.settled = nil
+	ch.pending = nil
 	ch.win = window{}
 	ch.mu.Unlock()
-	return true
 }
 
 // publication is the scaler's delivery callback.
@@ -305,35 +302,33 @@ func (h *hub) subscribers(channel string) []*Socket {
 // channels returns the channels with at least one local subscriber.
 func (h *hub) channels() []string {
 	var out []string
+	h.eachLive(func(name string, _ int) { out = append(out, name) })
+	return out
+}
+
+// counts returns the number of live channels and of subscriptions.
+func (h *hub) counts() (channels, subs int) {
+	h.eachLive(func(_ string, n int) {
+		channels++
+		subs += n
+	})
+	return channels, subs
+}
+
+// eachLive calls fn with the name and the number of local subscribers of
+// every live channel that has some, under the shard's and the channel's
+// locks: fn must only count.
+func (h *hub) eachLive(fn func(name string, subs int)) {
 	for i := range h.shards {
 		sh := &h.shards[i]
 		sh.mu.RLock()
 		for name, ch := range sh.m {
 			ch.mu.Lock()
 			if ch.state == chanLive && len(ch.subs) > 0 {
-				out = append(out, name)
+				fn(name, len(ch.subs))
 			}
 			ch.mu.Unlock()
 		}
 		sh.mu.RUnlock()
 	}
-	return out
-}
-
-// counts returns the number of live channels and of subscriptions.
-func (h *hub) counts() (channels, subs int) {
-	for i := range h.shards {
-		sh := &h.shards[i]
-		sh.mu.RLock()
-		for _, ch := range sh.m {
-			ch.mu.Lock()
-			if ch.state == chanLive && len(ch.subs) > 0 {
-				channels++
-				subs += len(ch.subs)
-			}
-			ch.mu.Unlock()
-		}
-		sh.mu.RUnlock()
-	}
-	return channels, subs
 }

@@ -73,10 +73,8 @@ type Socket struct {
 	handling bool // a handler goroutine runs
 
 	// handler-goroutine state
-	badCount int
-	badStart time.Time
-	rateN    int
-	rateT    time.Time
+	bad  windowCount // bad frames per Options.BadFrameWindow
+	rate windowCount // requests per second
 }
 
 // ID returns the socket's id (a random uuid), unique across instances.
