@@ -21,6 +21,8 @@ func TestMarshalPayload(t *testing.T) {
 		{json.RawMessage(nil), `null`},
 		{map[string]string{"h": "<&>"}, `{"h":"<&>"}`},
 		{"\u2028", `"\u2028"`},
+		{"<a&b>", `"<a&b>"`},
+		{struct{ A int }{1}, `{"A":1}`},
 	} {
 		got, err := MarshalPayload(tc.in)
 		if err != nil || string(got) != tc.want {

@@ -130,7 +130,7 @@ type Options struct {
 	// such bound. Default 5 s.
 	BackendTimeout time.Duration
 	// EnableCompression negotiates permessage-deflate when a client offers
-	// it. Off by default (PROTOCOL.md).
+	// it. Off by default (docs/protocol.md, "1. Transport").
 	EnableCompression bool
 	// OnOpen is called when a socket is open (after the upgrade), on the
 	// HTTP handler's goroutine. It must not block.
@@ -144,18 +144,25 @@ type Options struct {
 	// goroutine, with the close code and reason the server sent (or
 	// echoed); 1006 when the connection broke without a close frame.
 	OnClose func(sock *Socket, code int, reason string)
-	// OnSubscribe is called after a socket's subscription is granted.
+	// OnSubscribe is called after a socket's subscription is granted, on
+	// the socket's handler goroutine; it should return quickly (the
+	// socket's later frames wait).
 	OnSubscribe func(sock *Socket, channel string)
-	// OnUnsubscribe is called after a socket's subscription ends.
+	// OnUnsubscribe is called after a socket's subscription ends: on the
+	// socket's handler goroutine (UNSUBSCRIBE), its reader goroutine (the
+	// socket is gone) or the goroutine of a BootChannel; it should return
+	// quickly.
 	OnUnsubscribe func(sock *Socket, channel string)
 	// OnChannelOccupied is called when a channel gains its first
-	// subscriber on this instance.
+	// subscriber on this instance, on that socket's handler goroutine.
 	OnChannelOccupied func(channel string)
 	// OnChannelVacated is called when a channel loses its last subscriber
-	// on this instance.
+	// on this instance, on the goroutine of OnUnsubscribe.
 	OnChannelVacated func(channel string)
-	// OnEvent receives metrics events. It is called from hot paths (but
-	// never under a lock of the server) and must not block.
+	// OnEvent receives metrics events, on the goroutine where each
+	// happens (see the package doc, "Concurrency"). It is called from
+	// hot paths (but never under a lock of the server) and must not
+	// block.
 	OnEvent func(e Event)
 	// Logger receives the server's logs; nil means slog.Default().
 	Logger *slog.Logger

@@ -25,7 +25,7 @@ type syncState struct {
 	recBytes int
 }
 
-// handleSync answers SYNC (PROTOCOL.md, "Recovery"). Each accepted channel
+// handleSync answers SYNC (docs/protocol.md, "7. Recovery (SYNC)"). Each accepted channel
 // is held (its live frames parked) from before the socket joins it until
 // the reply is queued; then an UPDATESUB is queued for the channels not
 // recovered and the parked frames after the position are released. When

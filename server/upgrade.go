@@ -185,10 +185,11 @@ func (s *Server) attach(sock *Socket, ws *websocket.Conn) {
 		ws.EnableWriteCompression(true)
 	}
 	ws.SetCloseHandler(func(code int, text string) error {
-		// Echo every close frame with its code and reason (PROTOCOL.md),
-		// after the replies to the frames that came before it; the
-		// writer closes the connection right after. Backend calls made
-		// for the socket end now.
+		// Echo every close frame with its code and reason
+		// (docs/protocol.md, "9.2 Who closes, and the echo rule"), after
+		// the replies to the frames that came before it; the writer
+		// closes the connection right after. Backend calls made for the
+		// socket end now.
 		sock.bcancel()
 		sock.push(inItem{code: code, reason: text})
 		return nil

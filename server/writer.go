@@ -11,27 +11,26 @@ import (
 
 // Writing.
 //
-// Every frame a socket sends goes through its send queue, guarded by the
-// socket's mutex and bounded in frames and bytes; overflow closes the socket
-// with 4002 (PROTOCOL.md). A socket holds no goroutine and no buffer while
-// its queue is empty: the first enqueue hands the socket to the writer pool,
-// whose goroutine drains everything queued, then looks for more, then
-// returns the socket. Pool goroutines are shared by all sockets and end
-// after writerIdle without work, so a busy server reuses them without
-// allocating and an idle one has none.
+// Every frame a socket sends goes through its send queue (sendqueue.go).
+// A socket holds no goroutine and no buffer while its queue is empty: the
+// first enqueue hands the socket to the writer pool, whose goroutine
+// drains everything queued, then looks for more, then returns the socket.
+// Pool goroutines are shared by all sockets and end after writerIdle
+// without work, so a busy server reuses them without allocating and an
+// idle one has none.
 //
-// Without compression (the default, PROTOCOL.md), frames are built by hand
-// into the pool goroutine's buffer (a server frame is unmasked: a 2–10 byte
-// header, then the payload) and written with one net.Conn.Write per batch
-// under one write deadline, so a burst costs one syscall, not one per
-// frame. Gorilla has no public API for that. This is safe only because
-// every frame of such a socket, close and pong frames included, goes
-// through this path: the server never calls gorilla's write methods on it
-// and replaces its ping and close handlers (which would write). The one
-// exception is gorilla's own close frame on a protocol error of the peer
-// (e.g. a bad opcode), which it writes with a single Write just before the
-// connection fails; net.Conn writes do not interleave, and the socket is
-// closed right after.
+// Without compression (the default: docs/protocol.md, "1. Transport"),
+// frames are built by hand into the pool goroutine's buffer (a server
+// frame is unmasked: a 2–10 byte header, then the payload) and written
+// with one net.Conn.Write per batch under one write deadline, so a burst
+// costs one syscall, not one per frame. Gorilla has no public API for
+// that. This is safe only because every frame of such a socket, close and
+// pong frames included, goes through this path: the server never calls
+// gorilla's write methods on it and replaces its ping and close handlers
+// (which would write). The one exception is gorilla's own close frame on
+// a protocol error of the peer (e.g. a bad opcode), which it writes with a
+// single Write just before the connection fails; net.Conn writes do not
+// interleave, and the socket is closed right after.
 //
 // With Options.EnableCompression, writes go through gorilla (one
 // PreparedMessage per publication, shared by every subscriber).
