@@ -14,7 +14,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
-
+	"github.com/sss-go/sss/internal/testutil"
 	"github.com/sss-go/sss/protocol"
 	"github.com/sss-go/sss/server"
 )
@@ -23,7 +23,7 @@ func TestE2EBegin(t *testing.T) {
 	t.Run("no user, heartbeat off", func(t *testing.T) {
 		a := startE2E(t, nil, e2eOptions())
 		c := a.dial(t, "")
-		c.send(`{"sys":3}`)
+		c.Send(`{"sys":3}`)
 		c.expectExact(`{"sys":3,"prot":{"v":1}}`)
 	})
 	t.Run("no user, heartbeat default", func(t *testing.T) {
@@ -31,7 +31,7 @@ func TestE2EBegin(t *testing.T) {
 		o.HeartbeatInterval = 0 // default 30 s
 		a := startE2E(t, nil, o)
 		c := a.dial(t, "")
-		c.send(`{"sys":3}`)
+		c.Send(`{"sys":3}`)
 		c.expectExact(`{"sys":3,"prot":{"v":1,"hb":true,"hbInterval":30000,"hbThreshold":2500}}`)
 	})
 	t.Run("heartbeat custom", func(t *testing.T) {
@@ -40,7 +40,7 @@ func TestE2EBegin(t *testing.T) {
 		o.HeartbeatThreshold = 700 * time.Millisecond
 		a := startE2E(t, nil, o)
 		c := a.dial(t, "")
-		c.send(`{"sys":3}`)
+		c.Send(`{"sys":3}`)
 		c.expectExact(`{"sys":3,"prot":{"v":1,"hb":true,"hbInterval":1500,"hbThreshold":700}}`)
 	})
 	t.Run("with user", func(t *testing.T) {
@@ -59,7 +59,7 @@ func TestE2EBegin(t *testing.T) {
 			t.Errorf("UserChannel(alice) = %q", ch)
 		}
 		// A second BEGIN gets the same reply again.
-		c.send(`{"sys":3}`)
+		c.Send(`{"sys":3}`)
 		c.expectExact(m.raw)
 	})
 	t.Run("with user and publications", func(t *testing.T) {
@@ -90,7 +90,7 @@ func TestE2ESubscribe(t *testing.T) {
 	a := startE2E(t, nil, e2eOptions())
 	t.Run("ok", func(t *testing.T) {
 		c := a.dial(t, "")
-		c.send(`{"sys":1,"channel":"room","query":{"a":1},"id":7}`)
+		c.Send(`{"sys":1,"channel":"room","query":{"a":1},"id":7}`)
 		pos := a.position("room")
 		c.expectExact(`{"sys":1,"result":true,"channel":"room","id":7,"lastUid":"` + pos.String() + `"}`)
 		if q := a.queriesOf("room"); len(q) != 1 || q[0] != `{"a":1}` {
@@ -104,13 +104,13 @@ func TestE2ESubscribe(t *testing.T) {
 	})
 	t.Run("ids echoed byte for byte", func(t *testing.T) {
 		c := a.dial(t, "")
-		for _, id := range []string{`0`, `"abc"`, `1.50`, `-3`, `1e3`, `"<&>"`, `"\u00e9"`, `123456789012345678901234567890`} {
-			c.send(`{"sys":1,"channel":"ids","id":` + id + `}`)
+		for _, id := range []string{`0`, `"abc"`, `"q 1"`, `1.50`, `-3`, `1e3`, `"<&>"`, `"\u00e9"`, `123456789012345678901234567890`} {
+			c.Send(`{"sys":1,"channel":"ids","id":` + id + `}`)
 			m := c.nextMsg()
 			if m.sys() != 1 || string(m.fields["id"]) != id || string(m.fields["result"]) != "true" {
 				t.Errorf("SUBSCRIBE id %s: reply %s, want result true and the id byte for byte", id, m.raw)
 			}
-			c.send(`{"sys":5,"topic":"echo","msg":1,"id":` + id + `}`)
+			c.Send(`{"sys":5,"topic":"echo","msg":1,"id":` + id + `}`)
 			m = c.nextMsg()
 			if m.sys() != 7 || string(m.fields["id"]) != id {
 				t.Errorf("ASK id %s: reply %s, want the id byte for byte", id, m.raw)
@@ -171,7 +171,7 @@ func TestE2ESubscribe(t *testing.T) {
 			t.Errorf("third SUBSCRIBE lastUid %s, want within [%s, %s]", third, first, uid)
 		}
 		// One UNSUBSCRIBE ends it: subscriptions are not counted.
-		c.send(`{"sys":2,"channel":"dup"}`)
+		c.Send(`{"sys":2,"channel":"dup"}`)
 		c.expectOpen()
 		wit := a.dial(t, "")
 		wit.subscribe("dup")
@@ -230,9 +230,9 @@ func TestE2EUnsubscribe(t *testing.T) {
 	c := a.dial(t, "")
 	c.subscribe("u1")
 	c.subscribe("u2")
-	c.send(`{"sys":2,"channel":"u1"}`)
+	c.Send(`{"sys":2,"channel":"u1"}`)
 	c.expectOpen() // no reply to UNSUBSCRIBE
-	c.send(`{"sys":2,"channel":"never-held"}`)
+	c.Send(`{"sys":2,"channel":"never-held"}`)
 	c.expectOpen()
 	wit := a.dial(t, "")
 	wit.subscribe("u1")
@@ -249,12 +249,16 @@ func TestE2EAsk(t *testing.T) {
 	t.Run("ok", func(t *testing.T) {
 		for _, msg := range []string{`{"a":1,"b":[true,null,"x"],"c":{"d":2.5}}`, `"hello"`, `null`, `0`, `[]`} {
 			id := c.id()
-			c.send(`{"sys":5,"topic":"echo","msg":` + msg + `,"id":` + id + `}`)
+			c.Send(`{"sys":5,"topic":"echo","msg":` + msg + `,"id":` + id + `}`)
 			c.expectExact(`{"sys":7,"msg":` + msg + `,"id":` + id + `}`)
 		}
 		id := c.id()
-		c.send(`{"sys":5,"topic":"echo","id":` + id + `}`) // no msg key: null
+		c.Send(`{"sys":5,"topic":"echo","id":` + id + `}`) // no msg key: null
 		c.expectExact(`{"sys":7,"msg":null,"id":` + id + `}`)
+		// A result the server marshals is not HTML-escaped.
+		id = c.id()
+		c.Send(`{"sys":5,"topic":"html","id":` + id + `}`)
+		c.expectExact(`{"sys":7,"msg":{"a":"<b>&"},"id":` + id + `}`)
 	})
 	errCases := []struct {
 		name, topic, code, errName, message string
@@ -286,7 +290,7 @@ func TestE2EAsk(t *testing.T) {
 	t.Run("pipelined asks answered exactly once", func(t *testing.T) {
 		const n = 50
 		for i := 0; i < n; i++ {
-			c.send(fmt.Sprintf(`{"sys":5,"topic":"echo","msg":%d,"id":"p%d"}`, i, i))
+			c.Send(fmt.Sprintf(`{"sys":5,"topic":"echo","msg":%d,"id":"p%d"}`, i, i))
 		}
 		seen := map[string]bool{}
 		for i := 0; i < n; i++ {
@@ -308,21 +312,21 @@ func TestE2ETell(t *testing.T) {
 	c.begin()
 	id := c.whoami()
 	t.Run("client to server", func(t *testing.T) {
-		c.send(`{"sys":6,"topic":"post","msg":{"room":"room1","text":"hi"}}`)
+		c.Send(`{"sys":6,"topic":"post","msg":{"room":"room1","text":"hi"}}`)
 		tl := a.waitTell()
 		if tl.Topic != "post" || tl.Msg != `{"room":"room1","text":"hi"}` || tl.Socket != id || tl.User != "alice" {
 			t.Fatalf("tell handler got %+v", tl)
 		}
 		c.expectOpen() // no reply
-		c.send(`{"sys":6,"topic":"nothing"}`)
+		c.Send(`{"sys":6,"topic":"nothing"}`)
 		tl = a.waitTell()
 		if tl.Topic != "nothing" || (tl.Msg != "" && tl.Msg != "null") {
 			t.Fatalf("tell without msg: handler got %+v, want a nil or null msg", tl)
 		}
 	})
 	t.Run("server to client from a handler", func(t *testing.T) {
-		c.send(`{"sys":5,"topic":"tellme","msg":{"x":[1,"y"]},"id":"t1"}`)
-		got := []string{c.next(), c.next()}
+		c.Send(`{"sys":5,"topic":"tellme","msg":{"x":[1,"y"]},"id":"t1"}`)
+		got := []string{c.Next(), c.Next()}
 		want := []string{`{"sys":6,"topic":"told","msg":{"x":[1,"y"]}}`, `{"sys":7,"msg":"ok","id":"t1"}`}
 		if !(got[0] == want[0] && got[1] == want[1]) && !(got[0] == want[1] && got[1] == want[0]) {
 			t.Fatalf("got %q, want %q (any order)", got, want)
@@ -411,7 +415,7 @@ func TestE2EUpdateSub(t *testing.T) {
 		pos := s.subscribe("ex")
 		o.subscribe("ex")
 		u1 := a.publish("ex", "t", `1`)
-		s.send(`{"sys":5,"topic":"pub","msg":{"channel":"ex","topic":"mine","msg":{"v":2},"exclude":true},"id":"x"}`)
+		s.Send(`{"sys":5,"topic":"pub","msg":{"channel":"ex","topic":"mine","msg":{"v":2},"exclude":true},"id":"x"}`)
 		items, resp := collectStream(t, s, "ex", 2, 1)
 		u2 := e2eMustUID(t, resp[`"x"`])
 		u3 := a.publish("ex", "t", `3`)
@@ -436,13 +440,39 @@ func TestE2EUpdateSub(t *testing.T) {
 		s.begin()
 		o := a.dial(t, "user=xavier")
 		o.begin()
-		s.send(`{"sys":5,"topic":"pub","msg":{"channel":"_user.xavier","topic":"note","msg":"self","exclude":true},"id":"u"}`)
+		s.Send(`{"sys":5,"topic":"pub","msg":{"channel":"_user.xavier","topic":"note","msg":"self","exclude":true},"id":"u"}`)
 		items, resp := collectStream(t, s, "_user.xavier", 1, 1)
 		u := e2eMustUID(t, resp[`"u"`])
 		if items[0].raw != e2eUpdateSub("_user.xavier", u) {
 			t.Fatalf("got %s, want the UPDATESUB of %s", items[0].raw, u)
 		}
 		o.expectFeed("_user.xavier", "note", `"self"`, u)
+	})
+	t.Run("from a tell handler", func(t *testing.T) {
+		// Tells are handled in order, so the publications are too: every
+		// third one includes the sender (FEED), the others exclude it
+		// (UPDATESUB); a subscriber that did not publish gets FEEDs.
+		const n = 50
+		s := a.dial(t, "")
+		o := a.dial(t, "")
+		pos := s.subscribe("extell")
+		o.subscribe("extell")
+		for i := 0; i < n; i++ {
+			s.Send(fmt.Sprintf(`{"sys":6,"topic":"pub","msg":{"channel":"extell","topic":"t","msg":%d,"exclude":%v}}`, i, i%3 != 0))
+		}
+		items, _ := collectStream(t, s, "extell", n, 0)
+		for i, m := range items {
+			u := protocol.UID{Epoch: pos.Epoch, Seq: pos.Seq + uint64(i) + 1}
+			want := e2eUpdateSub("extell", u)
+			if i%3 == 0 {
+				want = e2eFeed("extell", "t", strconv.Itoa(i), u)
+			}
+			if m.raw != want {
+				t.Fatalf("publication %d: got %s, want %s", i, m.raw, want)
+			}
+			o.expectFeed("extell", "t", strconv.Itoa(i), u)
+		}
+		s.expectOpen()
 	})
 	t.Run("not subscribed: nothing", func(t *testing.T) {
 		s := a.dial(t, "")
@@ -471,7 +501,7 @@ func TestE2EUpdateSub(t *testing.T) {
 			errc <- nil
 		}()
 		for i := 0; i < mine; i++ {
-			s.send(fmt.Sprintf(`{"sys":5,"topic":"pub","msg":{"channel":"exs","topic":"mine","msg":%d,"exclude":true},"id":%d}`, i, i))
+			s.Send(fmt.Sprintf(`{"sys":5,"topic":"pub","msg":{"channel":"exs","topic":"mine","msg":%d,"exclude":true},"id":%d}`, i, i))
 		}
 		items, resp := collectStream(t, s, "exs", others+mine, mine)
 		if err := <-errc; err != nil {
@@ -546,11 +576,11 @@ func TestE2EBoot(t *testing.T) {
 			t.Fatal(err)
 		}
 		c.expectExact(`{"sys":9,"reason":"you asked for it"}`)
-		c.sendClose(protocol.CloseBooted, "you asked for it")
-		if r := c.expectClose(protocol.CloseBooted); r != "you asked for it" {
+		c.SendClose(protocol.CloseBooted, "you asked for it")
+		if r := c.ExpectClose(protocol.CloseBooted); r != "you asked for it" {
 			t.Errorf("close reason %q", r)
 		}
-		c.expectTCPClosed()
+		c.ExpectTCPClosed()
 		waitOnClose(t, id+" 4001 you asked for it")
 	})
 	t.Run("client silent", func(t *testing.T) {
@@ -561,13 +591,13 @@ func TestE2EBoot(t *testing.T) {
 			t.Fatal(err)
 		}
 		c.expectExact(`{"sys":9,"reason":"silence"}`)
-		if r := c.expectClose(protocol.CloseBooted); r != "silence" {
+		if r := c.ExpectClose(protocol.CloseBooted); r != "silence" {
 			t.Errorf("close reason %q, want the boot reason", r)
 		}
 		if el := time.Since(start); el < 200*time.Millisecond {
 			t.Errorf("closed %v after BOOT, before the grace period (300ms)", el)
 		}
-		c.expectTCPClosed()
+		c.ExpectTCPClosed()
 	})
 	t.Run("session", func(t *testing.T) {
 		s1 := a.dial(t, "session=bs1")
@@ -581,7 +611,7 @@ func TestE2EBoot(t *testing.T) {
 		}
 		for _, s := range []*e2eConn{s1, s2} {
 			s.expectExact(`{"sys":9,"reason":"session over"}`)
-			if r := s.expectClose(protocol.CloseBooted); r != "session over" {
+			if r := s.ExpectClose(protocol.CloseBooted); r != "session over" {
 				t.Errorf("close reason %q", r)
 			}
 		}
@@ -599,7 +629,7 @@ func TestE2EBoot(t *testing.T) {
 		if m.sys() != 9 || len(m.str("reason")) > protocol.MaxReasonLen || m.str("reason") == "" {
 			t.Fatalf("BOOT %s: reason must be 1..123 bytes", m.raw)
 		}
-		if r := c.expectClose(protocol.CloseBooted); len(r) > protocol.MaxReasonLen {
+		if r := c.ExpectClose(protocol.CloseBooted); len(r) > protocol.MaxReasonLen {
 			t.Fatalf("close reason of %d bytes", len(r))
 		}
 	})
@@ -616,7 +646,7 @@ func TestE2EBoot(t *testing.T) {
 		if m.sys() != 9 || len(r) > protocol.MaxReasonLen || r == "" || !utf8.ValidString(r) || strings.ContainsRune(r, utf8.RuneError) {
 			t.Fatalf("BOOT %s: reason must be 1..123 bytes of whole characters", m.raw)
 		}
-		cr := c.expectClose(protocol.CloseBooted)
+		cr := c.ExpectClose(protocol.CloseBooted)
 		if len(cr) > protocol.MaxReasonLen || !utf8.ValidString(cr) {
 			t.Fatalf("close reason %q: over 123 bytes or not UTF-8", cr)
 		}
@@ -628,31 +658,25 @@ func TestE2EBoot(t *testing.T) {
 		if err := a.srv.BootChannel(e2eCtx(t), "bootme"); err != nil {
 			t.Fatal(err)
 		}
-		e2eWaitFor(t, "BootChannel to remove the subscription", func() bool {
+		// The socket stays open and is told which channel it lost
+		// (docs/protocol.md, "5.9 Removal from a channel").
+		c.expectExact(`{"err":{"name":"ChannelBooted","message":"removed from channel bootme","code":"channel_booted","channel":"bootme"}}`)
+		testutil.WaitFor(t, e2eTimeout, func() bool {
 			for _, ch := range a.srv.Channels() {
 				if ch == "bootme" {
 					return false
 				}
 			}
 			return true
-		})
+		}, "BootChannel to remove the subscription")
 		wit := a.dial(t, "")
 		wit.subscribe("bootme")
 		u := a.publish("bootme", "t", `"x"`)
 		wit.expectFeed("bootme", "t", `"x"`, u)
 		u2 := a.publish("stay", "t", `"y"`)
-		// No BOOT and no FEED of bootme; an {"err":...} notice is allowed.
-		for {
-			m := c.nextMsg()
-			if !m.has("sys") {
-				continue
-			}
-			if m.raw != e2eFeed("stay", "t", `"y"`, u2) {
-				t.Fatalf("after BootChannel: got %s, want the FEED of stay", m.raw)
-			}
-			break
-		}
-		c.expectOpenAllowNotices()
+		// No BOOT and no FEED of bootme.
+		c.expectFeed("stay", "t", `"y"`, u2)
+		c.expectOpen()
 	})
 }
 
@@ -668,11 +692,11 @@ func TestE2ECloseEcho(t *testing.T) {
 		t.Run(fmt.Sprintf("%d %s", tc.code, tc.reason), func(t *testing.T) {
 			c := a.dial(t, "")
 			c.begin()
-			c.sendClose(tc.code, tc.reason)
-			if r := c.expectClose(tc.code); r != tc.reason {
+			c.SendClose(tc.code, tc.reason)
+			if r := c.ExpectClose(tc.code); r != tc.reason {
 				t.Errorf("echoed reason %q, want %q", r, tc.reason)
 			}
-			c.expectTCPClosed()
+			c.ExpectTCPClosed()
 			select {
 			case got := <-closes:
 				if want := fmt.Sprintf("%d %s", tc.code, tc.reason); got != want {
@@ -690,30 +714,26 @@ func TestE2ECloseOddFrames(t *testing.T) {
 	t.Run("close without code", func(t *testing.T) {
 		c := a.dial(t, "")
 		c.begin()
-		if err := c.ws.WriteControl(websocket.CloseMessage, nil, time.Now().Add(e2eTimeout)); err != nil {
-			t.Fatal(err)
-		}
-		c.expectClose(websocket.CloseNoStatusReceived) // an empty close frame echoed
-		c.expectTCPClosed()
+		c.SendControl(websocket.CloseMessage, nil)
+		c.ExpectClose(websocket.CloseNoStatusReceived) // an empty close frame echoed
+		c.ExpectTCPClosed()
 	})
 	t.Run("invalid close code", func(t *testing.T) {
 		c := a.dial(t, "")
 		c.begin()
-		c.sendClose(5000, "nope")
-		code, _ := c.waitClosed()
+		c.SendClose(5000, "nope")
+		code, _ := c.WaitClosed()
 		if code == 5000 {
 			t.Errorf("server echoed the invalid close code 5000")
 		}
-		c.expectTCPClosed()
+		c.ExpectTCPClosed()
 	})
 	t.Run("ping gets pong", func(t *testing.T) {
 		c := a.dial(t, "")
 		c.begin()
-		if err := c.ws.WriteControl(websocket.PingMessage, []byte("abc"), time.Now().Add(e2eTimeout)); err != nil {
-			t.Fatal(err)
-		}
+		c.SendControl(websocket.PingMessage, []byte("abc"))
 		select {
-		case p := <-c.pongs:
+		case p := <-c.Pongs():
 			if p != "abc" {
 				t.Errorf("pong %q, want abc", p)
 			}

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sss-go/sss/internal/testutil"
 	"github.com/sss-go/sss/protocol"
 	"github.com/sss-go/sss/scaler"
 	"github.com/sss-go/sss/server"
@@ -46,7 +47,7 @@ func e2eSlowConsumer(t *testing.T, o server.Options) {
 	from := slow.subscribe("slow")
 	fast := a.dial(t, "")
 	fast.subscribe("slow")
-	slow.pauseReads()
+	slow.PauseReads()
 	big := `"` + strings.Repeat("z", 64<<10) + `"`
 	var last protocol.UID
 	start := time.Now()
@@ -58,28 +59,28 @@ func e2eSlowConsumer(t *testing.T, o server.Options) {
 		// The socket that reads has each one before the next is
 		// published, so that even on a loaded machine only the one
 		// that does not read overflows.
-		if m := fast.next(); !strings.Contains(m, `"uid":"`+last.String()+`"`) {
+		if m := fast.Next(); !strings.Contains(m, `"uid":"`+last.String()+`"`) {
 			t.Fatalf("fast reader got %.100s, want %v", m, last)
 		}
 	}
 	t.Logf("slow consumer closed after %d publications, %v", last.Seq-from.Seq, time.Since(start))
 	// The slow one gets what was written, in order, then 4002 (its reader
 	// resumes well within the server's write timeout).
-	slow.resumeReads()
+	slow.ResumeReads()
 	got := from
 	for {
-		f, ok := slow.nextFrame(e2eTimeout)
+		f, ok := slow.NextFrame(e2eTimeout)
 		if !ok {
 			break
 		}
-		m := e2eParse(t, string(f.data))
+		m := e2eParse(t, string(f.Data))
 		if m.sys() != 8 || m.str("uid") != got.Next().String() {
 			t.Fatalf("slow reader got %.100s after %s", m.raw, got)
 		}
 		got = got.Next()
 	}
-	if slow.closeCode != protocol.CloseSlowConsumer {
-		t.Fatalf("slow reader closed with %d %q after %v, want 4002", slow.closeCode, slow.closeText, time.Since(start))
+	if slow.CloseCode() != protocol.CloseSlowConsumer {
+		t.Fatalf("slow reader closed with %d %q after %v, want 4002", slow.CloseCode(), slow.CloseReason(), time.Since(start))
 	}
 	// The socket that reads is not affected (it had every publication).
 	fast.expectOpen()
@@ -112,12 +113,12 @@ func TestE2ESyncReplyOverQueueBytes(t *testing.T) {
 		last = a.publish("big", "t", big)
 	}
 	c := a.dial(t, "")
-	c.send(e2eSyncFrame(e2eEntry("big", e2eQ(from), "null")))
-	f, ok := c.nextFrame(e2eTimeout)
+	c.Send(e2eSyncFrame(e2eEntry("big", e2eQ(from), "null")))
+	f, ok := c.NextFrame(e2eTimeout)
 	if !ok {
-		t.Fatalf("SYNC of 100 publications of 60 KiB: closed with %d %q instead of a reply", c.closeCode, c.closeText)
+		t.Fatalf("SYNC of 100 publications of 60 KiB: closed with %d %q instead of a reply", c.CloseCode(), c.CloseReason())
 	}
-	m := e2eParse(t, string(f.data))
+	m := e2eParse(t, string(f.Data))
 	if m.sys() != 4 {
 		t.Fatalf("got %.200s, want the SYNC reply", m.raw)
 	}
@@ -153,12 +154,12 @@ func TestE2EPublishOverQueueBytes(t *testing.T) {
 	if u.Seq != pos.Seq+1 {
 		t.Fatalf("uid %s after %s", u, pos)
 	}
-	f, ok := c.nextFrame(e2eTimeout)
+	f, ok := c.NextFrame(e2eTimeout)
 	if !ok {
-		t.Fatalf("subscriber closed with %d %q by a publication of 100 KiB (SendQueueBytes 64 KiB)", c.closeCode, c.closeText)
+		t.Fatalf("subscriber closed with %d %q by a publication of 100 KiB (SendQueueBytes 64 KiB)", c.CloseCode(), c.CloseReason())
 	}
-	if string(f.data) != e2eFeed("huge", "t", huge, u) {
-		t.Fatalf("got %.100s, want the FEED", f.data)
+	if string(f.Data) != e2eFeed("huge", "t", huge, u) {
+		t.Fatalf("got %.100s, want the FEED", f.Data)
 	}
 }
 
@@ -171,26 +172,26 @@ func TestE2ESubscribeRacingLastUnsubscribe(t *testing.T) {
 		x.subscribe(ch)
 		// X's UNSUBSCRIBE (the last local subscriber leaving) and Y's
 		// SUBSCRIBE race in two reader goroutines.
-		x.send(`{"sys":2,"channel":"` + ch + `"}`)
+		x.Send(`{"sys":2,"channel":"` + ch + `"}`)
 		pos := y.subscribe(ch)
 		u := a.publish(ch, "t", strconv.Itoa(i))
 		if u.Epoch != pos.Epoch || u.Seq != pos.Seq+1 {
 			t.Fatalf("round %d: uid %s after lastUid %s", i, u, pos)
 		}
 		y.expectFeed(ch, "t", strconv.Itoa(i), u)
-		y.send(`{"sys":2,"channel":"` + ch + `"}`)
+		y.Send(`{"sys":2,"channel":"` + ch + `"}`)
 		// X may still get that FEED: UNSUBSCRIBE has no reply, so it
 		// takes effect at some point after it was sent.
 		x.drainOpen()
 		y.expectOpen()
 	}
-	e2eWaitFor(t, "no channel left", func() bool { return len(a.srv.Channels()) == 0 })
+	testutil.WaitFor(t, e2eTimeout, func() bool { return len(a.srv.Channels()) == 0 }, "no channel left")
 }
 
 func TestE2ECompression(t *testing.T) {
 	t.Run("declined by default", func(t *testing.T) {
 		a := startE2E(t, nil, e2eOptions())
-		c, resp, err := e2eDialURL(t, a.url, "", nil, e2eDialOpts{compression: true})
+		c, resp, err := e2eDialURL(t, a.url, "", testutil.WireOptions{Compression: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -203,7 +204,7 @@ func TestE2ECompression(t *testing.T) {
 		o := e2eOptions()
 		o.EnableCompression = true
 		a := startE2E(t, nil, o)
-		c, resp, err := e2eDialURL(t, a.url, "user=alice", nil, e2eDialOpts{compression: true})
+		c, resp, err := e2eDialURL(t, a.url, "user=alice", testutil.WireOptions{Compression: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -221,15 +222,15 @@ func TestE2ECompression(t *testing.T) {
 			t.Fatalf("uid %s after %s", u, pos)
 		}
 		c.expectFeed("zip", "t", msg, u)
-		c.send(`{"sys":5,"topic":"echo","msg":` + msg + `,"id":1}`)
+		c.Send(`{"sys":5,"topic":"echo","msg":` + msg + `,"id":1}`)
 		c.expectExact(`{"sys":7,"msg":` + msg + `,"id":1}`)
-		c.sendClose(protocol.CloseByClient, "bye")
-		if r := c.expectClose(protocol.CloseByClient); r != "bye" {
+		c.SendClose(protocol.CloseByClient, "bye")
+		if r := c.ExpectClose(protocol.CloseByClient); r != "bye" {
 			t.Errorf("echo reason %q", r)
 		}
-		c.expectTCPClosed()
+		c.ExpectTCPClosed()
 		// BOOT on a compressed socket.
-		b, _, err := e2eDialURL(t, a.url, "", nil, e2eDialOpts{compression: true})
+		b, _, err := e2eDialURL(t, a.url, "", testutil.WireOptions{Compression: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -237,7 +238,7 @@ func TestE2ECompression(t *testing.T) {
 			t.Fatal(err)
 		}
 		b.expectExact(`{"sys":9,"reason":"zipped"}`)
-		if r := b.expectClose(protocol.CloseBooted); r != "zipped" {
+		if r := b.ExpectClose(protocol.CloseBooted); r != "zipped" {
 			t.Errorf("close reason %q", r)
 		}
 	})
@@ -285,16 +286,16 @@ func TestE2EHooksAndStats(t *testing.T) {
 	u := a.publish("hk", "t", "1")
 	c1.expectFeed("hk", "t", "1", u)
 	c2.expectFeed("hk", "t", "1", u)
-	c1.send(`{"sys":2,"channel":"hk"}`)
+	c1.Send(`{"sys":2,"channel":"hk"}`)
 	c1.expectOpen()
-	c2.sendClose(protocol.CloseByClient, "")
-	c2.waitClosed()
-	e2eWaitFor(t, "hooks", func() bool {
+	c2.SendClose(protocol.CloseByClient, "")
+	c2.WaitClosed()
+	testutil.WaitFor(t, e2eTimeout, func() bool {
 		return count("open u1") == 1 && count("open u2") == 1 && count("sub u1 hk") == 1 && count("sub u2 hk") == 1 &&
 			count("unsub u1 hk") == 1 && count("unsub u2 hk") == 1 && count("unsub u2 hk2") == 1 &&
 			count("occupied hk") == 1 && count("occupied hk2") == 1 && count("vacated hk") == 1 && count("vacated hk2") == 1 &&
 			count("close u2 4000") == 1
-	})
+	}, "hooks")
 	st = a.srv.Stats()
 	if st.Sockets != 1 || st.Channels != 0 || st.Subscriptions != 0 || st.Published < 1 || st.Delivered < 2 {
 		t.Errorf("Stats %+v after the leaves", st)
@@ -351,11 +352,39 @@ func TestE2EPublisher(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.expectExact(`{"sys":11,"topic":"all","msg":2}`)
+	sess := a.dial(t, "session=worker-s")
+	sess.begin()
+	if err := p.TellSession(ctx, "worker-s", "t", 3); err != nil {
+		t.Fatal(err)
+	}
+	sess.expectExact(`{"sys":6,"topic":"t","msg":3}`)
+	if err := p.TellSocket(ctx, sess.whoami(), "t", 4); err != nil {
+		t.Fatal(err)
+	}
+	sess.expectExact(`{"sys":6,"topic":"t","msg":4}`)
+	if err := p.BootChannel(ctx, "jobs"); err != nil {
+		t.Fatal(err)
+	}
+	c.expectExact(`{"err":{"name":"ChannelBooted","message":"removed from channel jobs","code":"channel_booted","channel":"jobs"}}`)
+	testutil.WaitFor(t, e2eTimeout, func() bool {
+		chs := a.srv.Channels()
+		return len(chs) == 1 && chs[0] == "_user.alice"
+	}, "jobs vacated")
+	if _, err := p.Publish(ctx, "_reserved", "m", 1, server.PublishOptions{}); !errors.Is(err, server.ErrBadChannel) {
+		t.Errorf("Publisher.Publish to a reserved channel: %v, want ErrBadChannel", err)
+	}
 	if err := p.BootUser(ctx, "alice", "worker says bye"); err != nil {
 		t.Fatal(err)
 	}
 	c.expectExact(`{"sys":9,"reason":"worker says bye"}`)
-	c.expectClose(protocol.CloseBooted)
+	if r := c.ExpectClose(protocol.CloseBooted); r != "worker says bye" {
+		t.Errorf("close reason %q", r)
+	}
+	for i := 0; i < 2; i++ { // Close is idempotent
+		if err := p.Close(ctx); err != nil {
+			t.Fatalf("Close #%d: %v", i+1, err)
+		}
+	}
 }
 
 func TestE2EIdempotentPublish(t *testing.T) {
@@ -445,12 +474,12 @@ func TestE2EAskBadResults(t *testing.T) {
 	c.expectOpen()
 	t.Run("Socket.Close from a handler", func(t *testing.T) {
 		d := a.dial(t, "")
-		d.send(`{"sys":5,"topic":"closeme","id":1}`)
+		d.Send(`{"sys":5,"topic":"closeme","id":1}`)
 		d.expectExact(`{"sys":6,"topic":"last","msg":"words"}`) // queued before the close
-		if r := d.expectClose(4005); r != "closed by the app" {
+		if r := d.ExpectClose(4005); r != "closed by the app" {
 			t.Errorf("close reason %q", r)
 		}
-		d.expectTCPClosed()
+		d.ExpectTCPClosed()
 	})
 	t.Run("setup mistakes panic", func(t *testing.T) {
 		for _, tc := range []struct {
@@ -486,7 +515,7 @@ func TestE2ERateLimit(t *testing.T) {
 	c := a.dial(t, "")
 	const n = 30
 	for i := 0; i < n; i++ {
-		c.send(`{"sys":5,"topic":"echo","msg":1,"id":` + strconv.Itoa(i) + `}`)
+		c.Send(`{"sys":5,"topic":"echo","msg":1,"id":` + strconv.Itoa(i) + `}`)
 	}
 	limited := 0
 	seen := map[string]bool{}
@@ -507,14 +536,14 @@ func TestE2ERateLimit(t *testing.T) {
 		t.Fatalf("%d of %d asks rate limited at 5/s", limited, n)
 	}
 	for i := 0; i < 20; i++ {
-		c.send(`{"sys":6,"topic":"post","msg":1}`)
+		c.Send(`{"sys":6,"topic":"post","msg":1}`)
 	}
 	m := c.nextMsg()
 	if m.has("sys") || m.errCode() != protocol.CodeRateLimited {
 		t.Fatalf("tells past the rate: %s, want {\"err\":{rate_limited}}", m.raw)
 	}
 	for i := 0; i < 20; i++ {
-		c.send(`{"sys":1,"channel":"rl","id":"s` + strconv.Itoa(i) + `"}`)
+		c.Send(`{"sys":1,"channel":"rl","id":"s` + strconv.Itoa(i) + `"}`)
 	}
 	for {
 		m := c.nextMsg()
@@ -614,14 +643,14 @@ func TestE2ECustomLimits(t *testing.T) {
 	o.MaxChannelLen = 10
 	a := startE2E(t, nil, o)
 	c := a.dial(t, "")
-	c.send(`{"sys":5,"topic":"echo","msg":` + e2eNested(3) + `,"id":1}`)
+	c.Send(`{"sys":5,"topic":"echo","msg":` + e2eNested(3) + `,"id":1}`)
 	c.expectExact(`{"sys":7,"msg":` + e2eNested(3) + `,"id":1}`)
-	c.send(`{"sys":5,"topic":"echo","msg":` + e2eNested(4) + `,"id":1}`)
+	c.Send(`{"sys":5,"topic":"echo","msg":` + e2eNested(4) + `,"id":1}`)
 	c.expectErrFrame(protocol.CodeBadFrame)
 	c.subscribe(strings.Repeat("a", 10))
 	c.expectSubscribeFail(strings.Repeat("a", 11), protocol.CodeBadChannel)
-	c.send(`{"sys":5,"topic":"echo","msg":"` + strings.Repeat("x", 1024) + `","id":2}`)
-	c.expectClose(protocol.CloseTooLarge)
+	c.Send(`{"sys":5,"topic":"echo","msg":"` + strings.Repeat("x", 1024) + `","id":2}`)
+	c.ExpectClose(protocol.CloseTooLarge)
 }
 
 func TestE2EMaxSubscribersPerChannel(t *testing.T) {
@@ -636,7 +665,7 @@ func TestE2EMaxSubscribersPerChannel(t *testing.T) {
 		t.Fatalf("third subscriber of a 2-subscriber channel: %s, want result false", m.raw)
 	}
 	c3.subscribe("other-1")
-	c1.send(`{"sys":2,"channel":"small-1"}`)
+	c1.Send(`{"sys":2,"channel":"small-1"}`)
 	c1.expectOpen()
 	c3.subscribe("small-1")
 }
@@ -673,7 +702,7 @@ func TestE2ELoggerOption(t *testing.T) {
 		if err := a.srv.Shutdown(ctx); err != nil {
 			t.Fatal(err)
 		}
-		c.waitClosed()
+		c.WaitClosed()
 	}()
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
@@ -696,12 +725,12 @@ func TestE2ESyncReplyOverQueueBytesManyChannels(t *testing.T) {
 		}
 	}
 	c := a.dial(t, "")
-	c.send(e2eSyncFrame(entries...))
-	f, ok := c.nextFrame(e2eTimeout)
+	c.Send(e2eSyncFrame(entries...))
+	f, ok := c.NextFrame(e2eTimeout)
 	if !ok {
-		t.Fatalf("SYNC of 4 channels x 1.5 MB: closed with %d %q instead of a reply", c.closeCode, c.closeText)
+		t.Fatalf("SYNC of 4 channels x 1.5 MB: closed with %d %q instead of a reply", c.CloseCode(), c.CloseReason())
 	}
-	m := e2eParse(t, string(f.data))
+	m := e2eParse(t, string(f.Data))
 	if m.sys() != 4 {
 		t.Fatalf("got %.200s, want the SYNC reply", m.raw)
 	}
@@ -718,6 +747,6 @@ func TestE2ESyncReplyOverQueueBytesManyChannels(t *testing.T) {
 	if len(res) != 4 || len(recs) != 25*okN {
 		t.Fatalf("result %v with %d records, want 25 records per recovered channel", res, len(recs))
 	}
-	t.Logf("%d of 4 channels recovered, reply of %d bytes", okN, len(f.data))
+	t.Logf("%d of 4 channels recovered, reply of %d bytes", okN, len(f.Data))
 	c.drainOpen()
 }

@@ -81,7 +81,7 @@ func TestHookPanicsRecovered(t *testing.T) {
 			}
 		}, func(t *testing.T, a *e2eApp) {
 			c := a.dial(t, "user=boom")
-			c.expectClose(protocol.CloseInternalError)
+			c.ExpectClose(protocol.CloseInternalError)
 		}, true},
 		{"OnClose", func(o *server.Options, id *atomic.Value) {
 			o.OnClose = func(s *server.Socket, code int, reason string) {
@@ -92,8 +92,8 @@ func TestHookPanicsRecovered(t *testing.T) {
 			}
 		}, func(t *testing.T, a *e2eApp) {
 			c := a.dial(t, "user=boom")
-			c.sendClose(protocol.CloseByClient, "bye")
-			c.waitClosed()
+			c.SendClose(protocol.CloseByClient, "bye")
+			c.WaitClosed()
 		}, true},
 		{"OnSubscribe", func(o *server.Options, id *atomic.Value) {
 			o.OnSubscribe = func(s *server.Socket, ch string) {
@@ -117,7 +117,7 @@ func TestHookPanicsRecovered(t *testing.T) {
 		}, func(t *testing.T, a *e2eApp) {
 			c := a.dial(t, "")
 			c.subscribe("boom")
-			c.send(`{"sys":2,"channel":"boom"}`)
+			c.Send(`{"sys":2,"channel":"boom"}`)
 			c.expectOpen()
 		}, true},
 		{"OnChannelOccupied", func(o *server.Options, id *atomic.Value) {
@@ -140,7 +140,7 @@ func TestHookPanicsRecovered(t *testing.T) {
 		}, func(t *testing.T, a *e2eApp) {
 			c := a.dial(t, "")
 			c.subscribe("boom")
-			c.send(`{"sys":2,"channel":"boom"}`)
+			c.Send(`{"sys":2,"channel":"boom"}`)
 			c.expectOpen()
 		}, false},
 		{"OnEvent", func(o *server.Options, id *atomic.Value) {
@@ -188,7 +188,7 @@ func TestHookPanicsRecovered(t *testing.T) {
 				sid, _ := id.Load().(string)
 				want["socket"] = sid
 			}
-			e2eWaitFor(t, "the panic logged", func() bool { return logs.find(want) != nil })
+			testutil.WaitFor(t, e2eTimeout, func() bool { return logs.find(want) != nil }, "the panic logged")
 		})
 	}
 }
@@ -243,7 +243,7 @@ func TestOnEventMayCallStats(t *testing.T) {
 		w.subscribe("fan")
 		slow := a.dial(t, "")
 		slow.subscribe("fan")
-		slow.pauseReads()
+		slow.PauseReads()
 		big := fmt.Sprintf(`"%060000d"`, 0)
 		overflowed := false
 		for i := 0; i < 1000 && !overflowed; i++ {
@@ -255,7 +255,7 @@ func TestOnEventMayCallStats(t *testing.T) {
 			}
 			// The socket that reads has each one before the next, so
 			// that only the other one overflows on a loaded machine.
-			if m := w.next(); !strings.Contains(m, `"uid":"`+u.String()+`"`) {
+			if m := w.Next(); !strings.Contains(m, `"uid":"`+u.String()+`"`) {
 				t.Fatalf("reader got %.100s, want %v", m, u)
 			}
 			select {
@@ -267,8 +267,8 @@ func TestOnEventMayCallStats(t *testing.T) {
 		if !overflowed {
 			waitSeen(t, seen, "slow consumer")
 		}
-		slow.resumeReads()
-		if code, _ := slow.waitClosed(); code != protocol.CloseSlowConsumer {
+		slow.ResumeReads()
+		if code, _ := slow.WaitClosed(); code != protocol.CloseSlowConsumer {
 			t.Errorf("slow consumer closed with %d, want 4002", code)
 		}
 		u := a.publish("fan", "t", "2")

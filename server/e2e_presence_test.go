@@ -9,6 +9,7 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/sss-go/sss/internal/testutil"
 	"github.com/sss-go/sss/protocol"
 	"github.com/sss-go/sss/server"
 )
@@ -56,10 +57,10 @@ func TestE2EPresence(t *testing.T) {
 	if p := nextPresence(t, alice, "alice"); p.Channel != "pres-1" || p.Event != "join" || p.Member.User != "bob" {
 		t.Fatalf("alice got %+v, want bob's join", p)
 	}
-	e2eWaitFor(t, "Count(pres-1) == 2", func() bool {
+	testutil.WaitFor(t, e2eTimeout, func() bool {
 		n, err := a.srv.Count(context.Background(), "pres-1")
 		return err == nil && n == 2
-	})
+	}, "Count(pres-1) == 2")
 	members, err := a.srv.Presence(e2eCtx(t), "pres-1")
 	if err != nil {
 		t.Fatal(err)
@@ -71,7 +72,7 @@ func TestE2EPresence(t *testing.T) {
 	if len(members) != 2 || !users["alice"] || !users["bob"] {
 		t.Fatalf("Presence = %+v, want alice and bob", members)
 	}
-	bob.send(`{"sys":2,"channel":"pres-1"}`)
+	bob.Send(`{"sys":2,"channel":"pres-1"}`)
 	if p := nextPresence(t, alice, "alice"); p.Event != "leave" || p.Member.User != "bob" {
 		t.Fatalf("alice got %+v, want bob's leave", p)
 	}
@@ -80,15 +81,15 @@ func TestE2EPresence(t *testing.T) {
 	if p := nextPresence(t, alice, "alice"); p.Event != "join" || p.Member.User != "carol" {
 		t.Fatalf("alice got %+v, want carol's join", p)
 	}
-	carol.sendClose(protocol.CloseByClient, "bye")
-	carol.waitClosed()
+	carol.SendClose(protocol.CloseByClient, "bye")
+	carol.WaitClosed()
 	if p := nextPresence(t, alice, "alice"); p.Event != "leave" || p.Member.User != "carol" {
 		t.Fatalf("alice got %+v, want carol's leave on disconnect", p)
 	}
-	e2eWaitFor(t, "Count(pres-1) == 1", func() bool {
+	testutil.WaitFor(t, e2eTimeout, func() bool {
 		n, err := a.srv.Count(context.Background(), "pres-1")
 		return err == nil && n == 1
-	})
+	}, "Count(pres-1) == 1")
 	// A channel without presence sends no presence tells.
 	alice.subscribe("plain")
 	bob.subscribe("plain")
@@ -144,7 +145,7 @@ func TestE2ECountWithoutPresence(t *testing.T) {
 		}
 	}
 	// No presence tells on a channel without presence.
-	c2.send(`{"sys":2,"channel":"counted"}`)
+	c2.Send(`{"sys":2,"channel":"counted"}`)
 	c2.expectOpen()
 	c1.expectOpen()
 }

@@ -59,8 +59,8 @@ func TestPresenceWritesOnlyWherePresenceIsOn(t *testing.T) {
 	c.subscribe("plain")
 	c.subscribe("pres-1")
 	c.subscribe("dynpres") // the test parser turns presence on for this socket
-	c.send(`{"sys":2,"channel":"plain"}`)
-	c.send(`{"sys":2,"channel":"pres-1"}`)
+	c.Send(`{"sys":2,"channel":"plain"}`)
+	c.Send(`{"sys":2,"channel":"pres-1"}`)
 	c.expectOpen() // the unsubscribes are handled
 	for _, tc := range []struct {
 		channel       string

@@ -41,7 +41,7 @@ func TestSlowParserKeepsHeartbeat(t *testing.T) {
 		t.Fatalf("SYNC: %s", r.msg.raw)
 	}
 	c.expectOpen()
-	if n := c.hbCount.Load(); n < 3 {
+	if n := c.HeartbeatCount(); n < 3 {
 		t.Errorf("%d heartbeats in 2 s of slow parsing, want them to go on", n)
 	}
 }

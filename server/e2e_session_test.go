@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sss-go/sss/internal/testutil"
 	"github.com/sss-go/sss/protocol"
 	"github.com/sss-go/sss/server"
 )
@@ -23,32 +24,34 @@ func TestE2ESessionRefused(t *testing.T) {
 	t.Run("close 4001 with the reason", func(t *testing.T) {
 		a := startE2E(t, nil, e2eOptions())
 		c := a.dial(t, "refuse="+url.QueryEscape("go away"))
-		if r := c.expectClose(protocol.CloseBooted); r != "go away" {
+		if r := c.ExpectClose(protocol.CloseBooted); r != "go away" {
 			t.Errorf("close reason %q, want the parser's message", r)
 		}
-		c.expectTCPClosed()
+		c.ExpectTCPClosed()
 	})
 	t.Run("plain error hides details", func(t *testing.T) {
 		a := startE2E(t, nil, e2eOptions())
 		c := a.dial(t, "refuseplain=1")
-		if r := c.expectClose(protocol.CloseBooted); strings.Contains(r, "secret") {
-			t.Errorf("close reason leaks the parser's error: %q", r)
+		if r := c.ExpectClose(protocol.CloseBooted); r != "refused" {
+			t.Errorf("close reason %q, want \"refused\" (the parser's error is not shown)", r)
 		}
 	})
 	t.Run("long reason cut to 123 bytes", func(t *testing.T) {
 		a := startE2E(t, nil, e2eOptions())
 		for _, reason := range []string{strings.Repeat("x", 300), strings.Repeat("é", 100), strings.Repeat("日", 60)} {
 			c := a.dial(t, "refuse="+url.QueryEscape(reason))
-			if r := c.expectClose(protocol.CloseBooted); len(r) == 0 || len(r) > protocol.MaxReasonLen || !strings.HasPrefix(reason, r) {
+			if r := c.ExpectClose(protocol.CloseBooted); len(r) == 0 || len(r) > protocol.MaxReasonLen || !strings.HasPrefix(reason, r) {
 				t.Errorf("close reason %q (%d bytes), want a prefix of whole characters, 1..123 bytes", r, len(r))
 			}
 		}
 	})
 	t.Run("invalid user id", func(t *testing.T) {
 		a := startE2E(t, nil, e2eOptions())
-		for _, user := range []string{strings.Repeat("u", 129), "a\nb", "\xff"} {
+		for _, user := range []string{strings.Repeat("u", 129), "a\nb", "\xff", "bad\x01user"} {
 			c := a.dial(t, e2eQueryUser(user))
-			c.expectClose(protocol.CloseBooted)
+			if r := c.ExpectClose(protocol.CloseBooted); r != "invalid user id" {
+				t.Errorf("user %q: close reason %q, want \"invalid user id\"", user, r)
+			}
 		}
 	})
 	t.Run("HTTP 403", func(t *testing.T) {
@@ -180,7 +183,7 @@ func TestE2EUserChannel(t *testing.T) {
 		anon.expectOpen()
 	})
 	t.Run("unsubscribe then BEGIN again", func(t *testing.T) {
-		alice2.send(`{"sys":2,"channel":"_user.alice"}`)
+		alice2.Send(`{"sys":2,"channel":"_user.alice"}`)
 		alice2.expectOpen()
 		u := a.publish("_user.alice", "dm", `2`)
 		alice1.expectFeed("_user.alice", "dm", `2`, u)
@@ -199,8 +202,8 @@ func TestE2EUserChannel(t *testing.T) {
 		}
 		for _, c := range []*e2eConn{alice1, alice2} {
 			c.expectExact(`{"sys":9,"reason":"bye alice"}`)
-			c.sendClose(protocol.CloseBooted, "bye alice")
-			if r := c.expectClose(protocol.CloseBooted); r != "bye alice" {
+			c.SendClose(protocol.CloseBooted, "bye alice")
+			if r := c.ExpectClose(protocol.CloseBooted); r != "bye alice" {
 				t.Errorf("close reason %q", r)
 			}
 		}
@@ -218,9 +221,9 @@ func TestE2EHeartbeat(t *testing.T) {
 		t.Helper()
 		for i := 0; i < n; i++ {
 			select {
-			case <-c.hb:
-			case <-c.done:
-				t.Fatalf("closed with %d %q after %d heartbeats", c.closeCode, c.closeText, c.hbCount.Load())
+			case <-c.Heartbeats():
+			case <-c.Done():
+				t.Fatalf("closed with %d %q after %d heartbeats", c.CloseCode(), c.CloseReason(), c.HeartbeatCount())
 			case <-time.After(e2eTimeout):
 				t.Fatalf("no heartbeat within %v", e2eTimeout)
 			}
@@ -237,9 +240,7 @@ func TestE2EHeartbeat(t *testing.T) {
 		// An SSS client closes with 4100 after hbInterval + hbThreshold
 		// without "h": the gaps stay well within that, and "h" does not
 		// come much faster than the interval either.
-		c.hbMu.Lock()
-		times := append([]time.Time(nil), c.hbTimes...)
-		c.hbMu.Unlock()
+		times := c.HeartbeatTimes()
 		for i := 1; i < len(times); i++ {
 			if gap := times[i].Sub(times[i-1]); gap > interval+2500*time.Millisecond {
 				t.Errorf("heartbeat gap %v, interval %v", gap, interval)
@@ -251,10 +252,10 @@ func TestE2EHeartbeat(t *testing.T) {
 	})
 	t.Run("unanswered closes 4003", func(t *testing.T) {
 		c := a.dial(t, "")
-		c.answerH.Store(false)
+		c.AnswerHeartbeats(false)
 		c.begin()
-		c.expectClose(protocol.CloseHeartbeatTimeout)
-		if c.hbCount.Load() < 1 {
+		c.ExpectClose(protocol.CloseHeartbeatTimeout)
+		if c.HeartbeatCount() < 1 {
 			t.Error("closed 4003 without ever sending h")
 		}
 	})
@@ -263,11 +264,11 @@ func TestE2EHeartbeat(t *testing.T) {
 		c.begin() // heartbeats start with BEGIN or SYNC
 		pos := c.subscribe("flood")
 		seq := pos.Seq
-		start := c.hbCount.Load()
+		start := c.HeartbeatCount()
 		deadline := time.Now().Add(e2eTimeout)
-		for c.hbCount.Load() < start+4 {
+		for c.HeartbeatCount() < start+4 {
 			if time.Now().After(deadline) {
-				t.Fatalf("only %d heartbeats while data flowed", c.hbCount.Load()-start)
+				t.Fatalf("only %d heartbeats while data flowed", c.HeartbeatCount()-start)
 			}
 			var last protocol.UID
 			for i := 0; i < 20; i++ {
@@ -321,7 +322,7 @@ func TestE2EShutdown(t *testing.T) {
 				defer cancel()
 				errc <- a.srv.Shutdown(ctx)
 			}()
-			e2eWaitFor(t, "Draining()", a.srv.Draining)
+			testutil.WaitFor(t, e2eTimeout, a.srv.Draining, "Draining()")
 			if got := ready(); got != http.StatusServiceUnavailable {
 				t.Errorf("ReadyHandler = %d while draining, want 503", got)
 			}
@@ -332,22 +333,22 @@ func TestE2EShutdown(t *testing.T) {
 				t.Errorf("upgrade while draining: %v (%v), want HTTP 503", resp, err)
 			}
 			for i, c := range conns {
-				code, _ := c.waitClosed()
+				code, _ := c.WaitClosed()
 				if code != tc.want {
 					t.Errorf("socket %d closed with %d, want %d", i, code, tc.want)
 				}
-				c.expectTCPClosed()
+				c.ExpectTCPClosed()
 			}
 			if el := time.Since(start); el > spread+5*time.Second {
 				t.Errorf("sockets closed after %v, spread is %v", el, spread)
 			}
-			first, lastAt := conns[0].closedAt, conns[0].closedAt
+			first, lastAt := conns[0].ClosedAt(), conns[0].ClosedAt()
 			for _, c := range conns {
-				if c.closedAt.Before(first) {
-					first = c.closedAt
+				if c.ClosedAt().Before(first) {
+					first = c.ClosedAt()
 				}
-				if c.closedAt.After(lastAt) {
-					lastAt = c.closedAt
+				if c.ClosedAt().After(lastAt) {
+					lastAt = c.ClosedAt()
 				}
 			}
 			if lastAt.Sub(first) < spread/4 {
@@ -364,7 +365,7 @@ func TestE2EShutdown(t *testing.T) {
 	t.Run("cut short by ctx", func(t *testing.T) {
 		a := startE2E(t, nil, e2eOptions())
 		c := a.dial(t, "")
-		c.send(`{"sys":5,"topic":"stuck","id":1}`)
+		c.Send(`{"sys":5,"topic":"stuck","id":1}`)
 		a.waitSlowStarted()
 		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 		defer cancel()
@@ -373,7 +374,7 @@ func TestE2EShutdown(t *testing.T) {
 			t.Errorf("Shutdown with a stuck ask: %v, want context.DeadlineExceeded", err)
 		}
 		a.unstick()
-		c.waitClosed()
+		c.WaitClosed()
 		// Shutdown may be called again to finish the work.
 		if err := a.srv.Shutdown(e2eCtx(t)); err != nil {
 			t.Errorf("Shutdown again after the ask returned: %v, want nil", err)
@@ -431,11 +432,11 @@ func TestE2EBootRightAfterUpgrade(t *testing.T) {
 	deadline := time.Now().Add(5 * time.Second) // every BOOT is due by then
 	var missed []int
 	for i, c := range conns {
-		f, ok := c.nextFrame(time.Until(deadline))
-		if ok && string(f.data) == `{"sys":9,"reason":"kicked"}` {
+		f, ok := c.NextFrame(time.Until(deadline))
+		if ok && string(f.Data) == `{"sys":9,"reason":"kicked"}` {
 			continue
 		}
-		if !ok && c.closeCode == 4001 {
+		if !ok && c.CloseCode() == 4001 {
 			continue
 		}
 		missed = append(missed, i)

@@ -53,7 +53,7 @@ type e2eSyncReply struct {
 // false and only for those.
 func (c *e2eConn) sync(frame string) e2eSyncReply {
 	c.t.Helper()
-	c.send(frame)
+	c.Send(frame)
 	m := c.nextMsg()
 	if m.sys() != 4 {
 		c.t.Fatalf("SYNC: got %.400s, want the SYNC reply", m.raw)
@@ -144,8 +144,8 @@ func TestE2ESyncRecovered(t *testing.T) {
 				last = a.publish(ch, "t", strconv.Itoa(i))
 				c1.expectFeed(ch, "t", strconv.Itoa(i), last)
 			}
-			c1.sendClose(protocol.CloseByClient, "")
-			c1.waitClosed()
+			c1.SendClose(protocol.CloseByClient, "")
+			c1.WaitClosed()
 			var want []string
 			for i := 0; i < n; i++ {
 				topic := "t" + strconv.Itoa(i%3)
@@ -232,7 +232,7 @@ func TestE2ESyncRecovered(t *testing.T) {
 				t.Fatal("a publication failed")
 			}
 			for seq < last.Seq {
-				check(c.next())
+				check(c.Next())
 			}
 			c.expectOpen()
 		})
@@ -376,8 +376,8 @@ func TestE2ESyncUserChannel(t *testing.T) {
 	if seen.Seq != begin.Seq+3 {
 		t.Fatalf("uids after BEGIN %s: %s", begin, seen)
 	}
-	c1.sendClose(protocol.CloseByClient, "")
-	c1.waitClosed()
+	c1.SendClose(protocol.CloseByClient, "")
+	c1.WaitClosed()
 	var missed []string
 	var last protocol.UID
 	for i := 0; i < 5; i++ {
@@ -525,8 +525,8 @@ func TestE2ESyncUnavailable(t *testing.T) {
 			}
 			tc.flag.Store(true)
 			c := a.dial(t, "")
-			c.send(e2eSyncFrame(e2eEntry(ch, e2eQ(from), "null")))
-			c.expectClose(protocol.CloseTryAgainLater)
+			c.Send(e2eSyncFrame(e2eEntry(ch, e2eQ(from), "null")))
+			c.ExpectClose(protocol.CloseTryAgainLater)
 			tc.flag.Store(false)
 			healthy.expectOpen()
 			// Once the backend is back, the same SYNC recovers.
@@ -544,12 +544,12 @@ func TestE2ESyncID(t *testing.T) {
 	a := startE2E(t, nil, e2eOptions())
 	c := a.dial(t, "")
 	t.Run("empty", func(t *testing.T) {
-		c.send(`{"sys":4,"subscriptions":[]}`)
+		c.Send(`{"sys":4,"subscriptions":[]}`)
 		c.expectExact(`{"sys":4,"result":{},"records":[]}`)
 	})
 	for _, id := range []string{`"s1"`, `0`, `17`} {
 		t.Run("id "+id, func(t *testing.T) {
-			c.send(`{"sys":4,"id":` + id + `,"subscriptions":[]}`)
+			c.Send(`{"sys":4,"id":` + id + `,"subscriptions":[]}`)
 			m := c.expectJSON(`{"sys":4,"id":` + id + `,"result":{},"records":[]}`)
 			if string(m.fields["id"]) != id {
 				t.Errorf("id %s, want %s byte for byte", m.fields["id"], id)
@@ -558,7 +558,7 @@ func TestE2ESyncID(t *testing.T) {
 	}
 	t.Run("id with entries", func(t *testing.T) {
 		pos := a.position("withid")
-		c.send(`{"sys":4,"subscriptions":[` + e2eEntry("withid", e2eQ(pos), "null") + `],"id":"z"}`)
+		c.Send(`{"sys":4,"subscriptions":[` + e2eEntry("withid", e2eQ(pos), "null") + `],"id":"z"}`)
 		c.expectJSON(`{"sys":4,"id":"z","result":{"withid":true},"records":[]}`)
 	})
 }

@@ -240,6 +240,10 @@ func (c *WireConn) Close() {
 	<-c.done
 }
 
+// Drop closes the TCP connection at once, without a close frame: to the
+// server the connection broke.
+func (c *WireConn) Drop() { _ = c.ws.NetConn().Close() }
+
 // PauseReads stops the reader before its next read, so the server's
 // writes back up (the reader may still finish the read it is in).
 func (c *WireConn) PauseReads() {
@@ -329,15 +333,25 @@ func (c *WireConn) Next() string {
 // close frame came, or it broke).
 func (c *WireConn) Done() <-chan struct{} { return c.done }
 
-// CloseStatus returns the code and reason of the server's close frame
-// (1006 and "" when the connection broke without one), or 0 and "" while
-// the connection is open.
-func (c *WireConn) CloseStatus() (int, string) {
+// CloseCode returns the code of the server's close frame (1006 when the
+// connection broke without one), or 0 while the connection is open.
+func (c *WireConn) CloseCode() int {
 	select {
 	case <-c.done:
-		return c.closeCode, c.closeText
+		return c.closeCode
 	default:
-		return 0, ""
+		return 0
+	}
+}
+
+// CloseReason returns the reason of the server's close frame; "" while the
+// connection is open.
+func (c *WireConn) CloseReason() string {
+	select {
+	case <-c.done:
+		return c.closeText
+	default:
+		return ""
 	}
 }
 

@@ -91,8 +91,8 @@ func TestWireConn(t *testing.T) {
 	if n := c.HeartbeatCount(); n != 1 || len(c.HeartbeatTimes()) != 1 {
 		t.Fatalf("%d heartbeats counted", n)
 	}
-	if code, reason := c.CloseStatus(); code != 4001 || reason != "bye" || c.ClosedAt().IsZero() || c.Err() == nil {
-		t.Fatalf("CloseStatus %d %q", code, reason)
+	if code, reason := c.CloseCode(), c.CloseReason(); code != 4001 || reason != "bye" || c.ClosedAt().IsZero() || c.Err() == nil {
+		t.Fatalf("closed with %d %q at %v (%v)", code, reason, c.ClosedAt(), c.Err())
 	}
 }
 
