@@ -2,7 +2,7 @@ package server_test
 
 // End-to-end test helpers: a test application around server.Server with a
 // fixed set of ask and tell handlers and parsers (the raw client is in
-// e2e_client_test.go).
+// e2e_wire_test.go).
 
 import (
 	"context"

@@ -1,7 +1,7 @@
 package server_test
 
-// Every row of PROTOCOL.md's "Bad input: what the server does" table, each
-// followed by a healthy ask on another socket.
+// Every row of the bad-input table of docs/protocol.md ("10. Bad input"),
+// each followed by a healthy ask on another socket, and custom limits.
 
 import (
 	"strconv"
@@ -272,33 +272,7 @@ func TestE2EBadInputWindow(t *testing.T) {
 	healthy.expectOpen()
 }
 
-func TestE2EAskRateLimit(t *testing.T) {
-	o := e2eOptions()
-	o.MaxConcurrentAsks = 2
-	a := startE2E(t, nil, o)
-	healthy := a.dial(t, "")
-	c := a.dial(t, "")
-	c.Send(`{"sys":5,"topic":"slow","id":1}`)
-	c.Send(`{"sys":5,"topic":"slow","id":2}`)
-	a.waitSlowStarted()
-	a.waitSlowStarted()
-	c.Send(`{"sys":5,"topic":"echo","msg":3,"id":3}`)
-	m := c.nextMsg()
-	if m.sys() != 7 || string(m.fields["id"]) != "3" || m.errCode() != protocol.CodeRateLimited {
-		t.Fatalf("third concurrent ask: %s, want RESPONSE err rate_limited id 3", m.raw)
-	}
-	healthy.expectOpen()
-	a.release()
-	got := map[string]bool{c.Next(): true, c.Next(): true}
-	for _, w := range []string{`{"sys":7,"msg":"slow done","id":1}`, `{"sys":7,"msg":"slow done","id":2}`} {
-		if !got[w] {
-			t.Fatalf("got %v, want %s", got, w)
-		}
-	}
-	c.expectOpen()
-}
-
-// TestE2EReusedIDAcrossKinds: PROTOCOL.md, bad input: a reused outstanding
+// TestE2EReusedIDAcrossKinds: docs/protocol.md, "10. Bad input": a reused outstanding
 // id closes with 1008, whatever the request kind.
 func TestE2EReusedIDAcrossKinds(t *testing.T) {
 	a := startE2E(t, nil, e2eOptions())
@@ -309,4 +283,21 @@ func TestE2EReusedIDAcrossKinds(t *testing.T) {
 	// with the id of an outstanding ASK reuses it.
 	c.Send(`{"sys":1,"channel":"room","id":7}`)
 	c.ExpectClose(protocol.ClosePolicyViolation)
+}
+
+func TestE2ECustomLimits(t *testing.T) {
+	o := e2eOptions()
+	o.MaxFrameBytes = 1024
+	o.MaxDepth = 4
+	o.MaxChannelLen = 10
+	a := startE2E(t, nil, o)
+	c := a.dial(t, "")
+	c.Send(`{"sys":5,"topic":"echo","msg":` + e2eNested(3) + `,"id":1}`)
+	c.expectExact(`{"sys":7,"msg":` + e2eNested(3) + `,"id":1}`)
+	c.Send(`{"sys":5,"topic":"echo","msg":` + e2eNested(4) + `,"id":1}`)
+	c.expectErrFrame(protocol.CodeBadFrame)
+	c.subscribe(strings.Repeat("a", 10))
+	c.expectSubscribeFail(strings.Repeat("a", 11), protocol.CodeBadChannel)
+	c.Send(`{"sys":5,"topic":"echo","msg":"` + strings.Repeat("x", 1024) + `","id":2}`)
+	c.ExpectClose(protocol.CloseTooLarge)
 }

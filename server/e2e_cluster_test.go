@@ -1,7 +1,8 @@
 package server_test
 
 // Several servers on one in-memory backend: one order for every subscriber
-// on every server, and the control plane across servers.
+// on every server, the control plane across servers, relay faults, and
+// SYNCs of a client ahead of its instance.
 
 import (
 	"context"
@@ -398,4 +399,34 @@ func TestE2ESyncAheadThenResubscribe(t *testing.T) {
 	c.expectFeed("ahead2", "t", "2", u2)
 	w.expectFeed("ahead2", "t", "1", u1)
 	w.expectFeed("ahead2", "t", "2", u2)
+}
+
+func TestE2ERelayFaults(t *testing.T) {
+	be := scaler.NewMemoryBackend(scaler.MemoryOptions{Logger: e2eLogger(), CheckInterval: 100 * time.Millisecond})
+	A := startE2E(t, be.Instance(), e2eOptions())
+	B := startE2E(t, be.Instance(), e2eOptions())
+	c := B.dial(t, "")
+	pos := c.subscribe("faulty")
+	fi, ok := B.sc.(scaler.FaultInjector)
+	if !ok {
+		t.Fatalf("%T is no FaultInjector", B.sc)
+	}
+	fi.DropNextRelay("faulty")
+	var uids []protocol.UID
+	for i := 0; i < 3; i++ {
+		uids = append(uids, A.publish("faulty", "t", strconv.Itoa(i)))
+	}
+	fi.DelayNextRelay("faulty", 200*time.Millisecond)
+	for i := 3; i < 6; i++ {
+		uids = append(uids, A.publish("faulty", "t", strconv.Itoa(i)))
+	}
+	fi.DropNextRelay("faulty") // the last one: found by the position check
+	uids = append(uids, A.publish("faulty", "t", "6"))
+	for i, u := range uids {
+		if u.Seq != pos.Seq+uint64(i)+1 {
+			t.Fatalf("uid %s", u)
+		}
+		c.expectFeed("faulty", "t", strconv.Itoa(i), u)
+	}
+	c.expectOpen()
 }

@@ -2,7 +2,7 @@ package server_test
 
 // Replays every frame the SSS JavaScript client was observed sending
 // (testdata/sss-client-frames.txt) and checks the server's answers against
-// PROTOCOL.md.
+// docs/protocol.md.
 
 import (
 	"bufio"

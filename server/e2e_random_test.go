@@ -1,7 +1,7 @@
 package server_test
 
 // Random frames, mutated from the SSS client's golden frames: the server
-// answers or closes with a code of PROTOCOL.md, never panics, and other
+// answers or closes with a code of docs/protocol.md, never panics, and other
 // sockets never notice.
 
 import (
