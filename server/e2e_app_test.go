@@ -344,16 +344,3 @@ func (a *e2eApp) waitSlowStarted() {
 		a.t.Fatal("slow ask handler never started")
 	}
 }
-
-// e2eWaitFor polls cond until it holds or the timeout ends; for state the
-// test does not control (e.g. control messages crossing the scaler).
-func e2eWaitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(e2eTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond) // polling interval, not synchronisation
-	}
-}
