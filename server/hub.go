@@ -92,7 +92,7 @@ func (h *hub) join(ctx context.Context, s *Socket, name string, max int, fn func
 			ch.win.init(h.srv.opts.RecoveryWindow)
 			sh.m[name] = ch
 			sh.mu.Unlock()
-			return true, h.create(ctx, sh, ch, s, fn)
+			return true, h.create(ctx, ch, s, fn)
 		}
 		sh.mu.Unlock()
 		ch.mu.Lock()
@@ -133,10 +133,10 @@ func (h *hub) join(ctx context.Context, s *Socket, name string, max int, fn func
 }
 
 // create runs the scaler subscription of a new channel entry.
-func (h *hub) create(ctx context.Context, sh *hubShard, ch *hubChannel, s *Socket, fn func(*hubChannel, protocol.UID)) error {
+func (h *hub) create(ctx context.Context, ch *hubChannel, s *Socket, fn func(*hubChannel, protocol.UID)) error {
 	pos, err := h.srv.sc.Subscribe(ctx, ch.name)
 	if err != nil {
-		h.drop(sh, ch)
+		h.drop(ch)
 		return err
 	}
 	ch.mu.Lock()
@@ -166,10 +166,7 @@ func (h *hub) create(ctx context.Context, sh *hubShard, ch *hubChannel, s *Socke
 // instance unsubscribes from the scaler. It reports whether the channel was
 // vacated.
 func (h *hub) leave(ctx context.Context, s *Socket, name string) bool {
-	sh := h.shard(name)
-	sh.mu.RLock()
-	ch := sh.m[name]
-	sh.mu.RUnlock()
+	ch := h.lookup(name)
 	if ch == nil {
 		return false
 	}
@@ -200,13 +197,14 @@ func (h *hub) leave(ctx context.Context, s *Socket, name string) bool {
 	if err := h.srv.sc.Unsubscribe(ctx, name); err != nil {
 		h.srv.log.Warn("sss: scaler unsubscribe failed", "channel", name, "err", err)
 	}
-	h.drop(sh, ch)
+	h.drop(ch)
 	return true
 }
 
 // drop ends a channel entry whose scaler subscription failed or ended:
 // it leaves the shard, and those waiting for it to settle go on.
-func (h *hub) drop(sh *hubShard, ch *hubChannel) {
+func (h *hub) drop(ch *hubChannel) {
+	sh := h.shard(ch.name)
 	sh.mu.Lock()
 	if sh.m[ch.name] == ch {
 		delete(sh.m, ch.name)

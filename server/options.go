@@ -171,62 +171,28 @@ type Options struct {
 // withDefaults returns o with every zero field set to its default, and
 // validates it.
 func (o Options) withDefaults() (Options, error) {
-	if o.HeartbeatInterval == 0 {
-		o.HeartbeatInterval = 30 * time.Second
-	}
-	if o.HeartbeatThreshold <= 0 {
-		o.HeartbeatThreshold = 2500 * time.Millisecond
-	}
-	if o.MaxFrameBytes <= 0 {
-		o.MaxFrameBytes = protocol.DefaultMaxFrameBytes
-	}
-	if o.MaxDepth <= 0 {
-		o.MaxDepth = protocol.DefaultMaxDepth
-	}
-	if o.MaxChannelLen <= 0 {
-		o.MaxChannelLen = protocol.DefaultMaxChannelLen
-	}
-	if o.MaxSubscriptions <= 0 {
-		o.MaxSubscriptions = 1000
-	}
-	if o.BadFrameLimit == 0 {
-		o.BadFrameLimit = 10
-	}
-	if o.BadFrameWindow <= 0 {
-		o.BadFrameWindow = 10 * time.Second
-	}
-	if o.MaxConcurrentAsks <= 0 {
-		o.MaxConcurrentAsks = 64
-	}
-	if o.SendQueueMessages <= 0 {
-		o.SendQueueMessages = 1024
-	}
-	if o.SendQueueBytes <= 0 {
-		o.SendQueueBytes = 4 << 20
-	}
-	if o.MaxRecovery <= 0 {
-		o.MaxRecovery = 1000
-	}
-	if o.RecoveryWindow == 0 {
-		o.RecoveryWindow = 256
-	}
-	if o.BootGrace <= 0 {
-		o.BootGrace = 2 * time.Second
-	}
-	if o.ShutdownSpread == 0 {
-		o.ShutdownSpread = 10 * time.Second
-	}
-	if o.ShutdownCloseCode == 0 {
-		o.ShutdownCloseCode = protocol.CloseGoingAway
-	}
+	// Zero or negative means the default.
+	positive(&o.HeartbeatThreshold, 2500*time.Millisecond)
+	positive(&o.MaxFrameBytes, protocol.DefaultMaxFrameBytes)
+	positive(&o.MaxDepth, protocol.DefaultMaxDepth)
+	positive(&o.MaxChannelLen, protocol.DefaultMaxChannelLen)
+	positive(&o.MaxSubscriptions, 1000)
+	positive(&o.BadFrameWindow, 10*time.Second)
+	positive(&o.MaxConcurrentAsks, 64)
+	positive(&o.SendQueueMessages, 1024)
+	positive(&o.SendQueueBytes, 4<<20)
+	positive(&o.MaxRecovery, 1000)
+	positive(&o.BootGrace, 2*time.Second)
+	positive(&o.WriteTimeout, 10*time.Second)
+	positive(&o.BackendTimeout, 5*time.Second)
+	// Zero means the default; negative means off.
+	nonZero(&o.HeartbeatInterval, 30*time.Second)
+	nonZero(&o.BadFrameLimit, 10)
+	nonZero(&o.RecoveryWindow, 256)
+	nonZero(&o.ShutdownSpread, 10*time.Second)
+	nonZero(&o.ShutdownCloseCode, protocol.CloseGoingAway)
 	if o.ShutdownCloseCode != protocol.CloseGoingAway && o.ShutdownCloseCode != protocol.CloseServiceRestart {
 		return o, fmt.Errorf("%w: ShutdownCloseCode must be 1001 or 1012, not %d", ErrBadOptions, o.ShutdownCloseCode)
-	}
-	if o.WriteTimeout <= 0 {
-		o.WriteTimeout = 10 * time.Second
-	}
-	if o.BackendTimeout <= 0 {
-		o.BackendTimeout = 5 * time.Second
 	}
 	for _, r := range o.Channels {
 		if _, err := path.Match(r.Pattern, ""); err != nil {
@@ -237,6 +203,20 @@ func (o Options) withDefaults() (Options, error) {
 		o.Logger = slog.Default()
 	}
 	return o, nil
+}
+
+// positive sets *v to def unless it is positive.
+func positive[T int | time.Duration](v *T, def T) {
+	if *v <= 0 {
+		*v = def
+	}
+}
+
+// nonZero sets *v to def when it is zero.
+func nonZero[T int | time.Duration](v *T, def T) {
+	if *v == 0 {
+		*v = def
+	}
 }
 
 // channelOptions returns the options of the first rule matching channel.
