@@ -226,3 +226,22 @@ func TestPresenceWritesOnlyWherePresenceIsOn(t *testing.T) {
 		t.Errorf("Count(pres-1) = %d, %v; want 0 after the leave", n, err)
 	}
 }
+
+// TestE2EPresenceFrame: the _presence TELL byte for byte (docs/protocol.md,
+// "5.8 Presence events"): user null for a socket without a user, info {}
+// when the session attached none.
+func TestE2EPresenceFrame(t *testing.T) {
+	o := e2eOptions()
+	o.Channels = []server.ChannelRule{{Pattern: "pf-*", Options: server.ChannelOptions{Presence: true}}}
+	a := startE2E(t, nil, o)
+	anon := a.dial(t, "")
+	anon.subscribe("pf-1")
+	bob := a.dial(t, "user=bob")
+	bob.subscribe("pf-1")
+	anon.expectExact(`{"sys":6,"topic":"_presence","msg":{"channel":"pf-1","event":"join","member":{"user":"bob","info":{}}}}`)
+	other := a.dial(t, "")
+	other.subscribe("pf-1")
+	bob.expectExact(`{"sys":6,"topic":"_presence","msg":{"channel":"pf-1","event":"join","member":{"user":null,"info":{}}}}`)
+	bob.Send(`{"sys":2,"channel":"pf-1"}`)
+	other.expectExact(`{"sys":6,"topic":"_presence","msg":{"channel":"pf-1","event":"leave","member":{"user":"bob","info":{}}}}`)
+}
