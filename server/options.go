@@ -67,8 +67,9 @@ type Options struct {
 	// RefuseWithHTTP403 answers a refused session with HTTP 403 instead of
 	// completing the upgrade and closing with 4001.
 	RefuseWithHTTP403 bool
-	// CheckOrigin decides the Origin check; nil accepts requests without an
-	// Origin header, same-origin requests and AllowedOrigins.
+	// CheckOrigin decides the Origin check, on the HTTP handler's
+	// goroutine (a panic refuses the request); nil accepts requests
+	// without an Origin header, same-origin requests and AllowedOrigins.
 	CheckOrigin func(r *http.Request) bool
 	// AllowedOrigins are origins ("https://example.com") accepted by the
 	// default check besides same-origin ones; "*" accepts all.
