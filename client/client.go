@@ -1,7 +1,6 @@
 package client
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -61,23 +60,13 @@ type Client struct {
 }
 
 // PresenceEvent is a presence change on a channel whose presence events are
-// turned on by the server (PROTOCOL.md: TELLs on topic "_presence").
-type PresenceEvent struct {
-	// Channel is the channel joined or left.
-	Channel string `json:"channel"`
-	// Event is "join" or "leave".
-	Event string `json:"event"`
-	// Member is who joined or left.
-	Member PresenceMember `json:"member"`
-}
+// turned on by the server (docs/protocol.md, "5.8 Presence events": TELLs on
+// topic "_presence"). It is the protocol's definition of that message.
+type PresenceEvent = protocol.PresenceEvent
 
-// PresenceMember is the subject of a PresenceEvent.
-type PresenceMember struct {
-	// User is the member's user id, empty for anonymous sockets.
-	User string `json:"user,omitempty"`
-	// Info is the small JSON object the server attached, or nil.
-	Info json.RawMessage `json:"info,omitempty"`
-}
+// PresenceMember is the subject of a PresenceEvent: User is empty for
+// anonymous sockets, Info the small JSON object the server attached.
+type PresenceMember = protocol.PresenceMember
 
 // Stats is a snapshot of a client's counters.
 type Stats struct {
@@ -274,7 +263,7 @@ func (c *Client) UserSubscription() *Subscription {
 // connection drops before the response, Ask fails at once with an error
 // wrapping ErrConnectionLost; it is not re-sent.
 func (c *Client) Ask(ctx context.Context, topic string, msg any, reply any) error {
-	raw, err := marshal(msg)
+	raw, err := protocol.MarshalPayload(msg)
 	if err != nil {
 		return fmt.Errorf("sss/client: ask %q: %w", topic, err)
 	}
@@ -342,7 +331,7 @@ func (c *Client) Ask(ctx context.Context, topic string, msg any, reply any) erro
 // reconnecting, Tell waits for it to be ready again, bounded by ctx. A nil
 // error means the frame was written, not that a handler ran.
 func (c *Client) Tell(ctx context.Context, topic string, msg any) error {
-	raw, err := marshal(msg)
+	raw, err := protocol.MarshalPayload(msg)
 	if err != nil {
 		return fmt.Errorf("sss/client: tell %q: %w", topic, err)
 	}
@@ -387,32 +376,6 @@ func (c *Client) waitReady(ctx context.Context) (*conn, error) {
 			return nil, ctx.Err()
 		}
 	}
-}
-
-// marshal encodes an application value as JSON without HTML escaping;
-// json.RawMessage is checked and kept; nil becomes nil (null on the wire).
-func marshal(v any) (json.RawMessage, error) {
-	switch x := v.(type) {
-	case nil:
-		return nil, nil
-	case json.RawMessage:
-		if x == nil {
-			return nil, nil
-		}
-		// Frames are compact JSON (PROTOCOL.md); Compact also validates.
-		var buf bytes.Buffer
-		if err := json.Compact(&buf, x); err != nil {
-			return nil, fmt.Errorf("invalid JSON in json.RawMessage: %w", err)
-		}
-		return buf.Bytes(), nil
-	}
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return nil, err
-	}
-	return bytes.TrimRight(buf.Bytes(), "\n"), nil
 }
 
 // setStatusLocked records a status change and queues its callback. c.mu

@@ -1,7 +1,6 @@
 package client
 
 import (
-	"encoding/json"
 	"testing"
 	"time"
 )
@@ -78,31 +77,5 @@ func TestDefaults(t *testing.T) {
 		o.HandshakeTimeout != 10*time.Second || o.WriteTimeout != 10*time.Second ||
 		o.CloseTimeout != 5*time.Second || o.MaxFrameBytes != 128<<20 || o.Logger == nil {
 		t.Errorf("defaults %+v", o)
-	}
-}
-
-// TestMarshal: application values become compact JSON without HTML
-// escaping; json.RawMessage is checked and compacted; nil stays nil (null).
-func TestMarshal(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		in   any
-		want string
-		err  bool
-	}{
-		{"nil", nil, "", false},
-		{"nil raw", json.RawMessage(nil), "", false},
-		{"html", "<a&b>", `"<a&b>"`, false},
-		{"raw spaced", json.RawMessage("{ \"a\" :\n [1, 2] }"), `{"a":[1,2]}`, false},
-		{"raw invalid", json.RawMessage(`{"a":`), "", true},
-		{"struct", struct{ A int }{1}, `{"A":1}`, false},
-		{"unsupported", make(chan int), "", true},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			got, err := marshal(tc.in)
-			if (err != nil) != tc.err || string(got) != tc.want {
-				t.Errorf("marshal = %q, %v; want %q, error %v", got, err, tc.want, tc.err)
-			}
-		})
 	}
 }

@@ -191,7 +191,7 @@ func (c *Client) Subscribe(ctx context.Context, name string, query any) (*Subscr
 	if name == "" || protocol.ReservedChannel(name) {
 		return nil, fmt.Errorf("sss/client: subscribe %q: %w", name, ErrReservedChannel)
 	}
-	q, err := marshal(query)
+	q, err := protocol.MarshalPayload(query)
 	if err != nil {
 		return nil, fmt.Errorf("sss/client: subscribe %q: %w", name, err)
 	}

@@ -1,6 +1,6 @@
 package protocol
 
-// Sys is a message code (PROTOCOL.md, "Codes").
+// Sys is a message code (docs/protocol.md, "2. Message codes").
 type Sys int
 
 // Message codes.
@@ -19,7 +19,7 @@ const (
 	SysUpdateSub   Sys = 12 // server -> client
 )
 
-// Close codes (PROTOCOL.md, "Closing and booting").
+// Close codes (docs/protocol.md, "9.1 Close codes").
 const (
 	CloseNormal           = 1000
 	CloseGoingAway        = 1001 // server shutting down; client reconnects and SYNCs

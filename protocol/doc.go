@@ -1,8 +1,9 @@
 // Package protocol is the wire protocol of sss: the messages of
-// PROTOCOL.md (wire-compatible with the Super Scaled Sockets JavaScript
-// client), their codes, decoding with validation, encoding, error objects
-// and codes, close codes, channel and user id rules, and uids. It does no
-// I/O.
+// docs/protocol.md (wire-compatible with the Super Scaled Sockets
+// JavaScript client), their codes, decoding with validation, encoding,
+// error objects and codes, close codes, channel and user id rules, uids,
+// the presence event, and the encoding of application payloads
+// (MarshalPayload). It does no I/O.
 //
 // A server decodes what a client sends and answers with the Append
 // encoders, which append one compact JSON object to a buffer without
@@ -29,17 +30,22 @@
 // # Guarantees
 //
 // The decoders never panic on any input and never modify it; every failure
-// is a *DecodeError whose Code is one of PROTOCOL.md's bad-input codes. They
-// check the size and nesting limits (a cheap byte scan before any parsing),
-// UTF-8, JSON validity, the sys code and the type of each field, and keep
-// request ids, msg and query as the raw bytes received, so replies echo ids
-// byte for byte. The returned Message aliases the input buffer.
+// is a *DecodeError whose Code is one of the bad-input codes of
+// docs/protocol.md ("10. Bad input"). They check the size and nesting
+// limits (a cheap byte scan before any parsing), UTF-8, JSON validity, the
+// sys code and the type of each field, and keep request ids, msg and query
+// as the raw bytes received, so replies echo ids byte for byte. The
+// returned Message aliases the input buffer.
 //
-// The encoders write "sys" first and the keys in the order of PROTOCOL.md's
-// examples, never write null where the SSS client iterates (SYNC's result
-// and records, BEGIN's prot), do not HTML-escape, replace invalid UTF-8 with
-// U+FFFD, and write json.RawMessage values verbatim (nil as null); the
-// caller must pass valid JSON as raw values.
+// The encoders write "sys" first and the keys in the order of the examples
+// of docs/protocol.md, never write null where the SSS client iterates
+// (SYNC's result and records, BEGIN's prot), do not HTML-escape, replace
+// invalid UTF-8 with U+FFFD, and write json.RawMessage values verbatim (nil
+// as null); the caller must pass valid JSON as raw values.
+// MarshalPayload turns an application value into such a raw value (compact
+// JSON in valid UTF-8), or refuses it with an error wrapping
+// ErrInvalidPayload; AppendPresence repairs what it is given instead, as
+// presence info may come from another instance.
 //
 // # Concurrency
 //

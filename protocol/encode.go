@@ -8,10 +8,10 @@ import (
 )
 
 // Server -> client encoders. Each appends one compact JSON object with
-// "sys" first to b and returns the extended slice, in the key order of
-// PROTOCOL.md's examples. json.RawMessage values are written verbatim (nil
-// or empty as null) and must be valid JSON; strings are escaped without
-// HTML escaping. They never allocate beyond growing b.
+// "sys" first to b and returns the extended slice, in the key order of the
+// examples of docs/protocol.md. json.RawMessage values are written verbatim
+// (nil or empty as null) and must be valid JSON; strings are escaped
+// without HTML escaping. They never allocate beyond growing b.
 
 // AppendFeed appends a FEED: {"sys":8,"topic":..,"msg":..,"channel":..,"uid":..}.
 func AppendFeed(b []byte, channel, topic string, msg json.RawMessage, uid UID) []byte {
@@ -59,7 +59,8 @@ func AppendSubscribeOK(b []byte, id json.RawMessage, channel string, lastUID UID
 
 // AppendSubscribeFail appends a refused SUBSCRIBE reply:
 // {"sys":1,"result":false,"channel":..,"id":..,"err":{..}}. The channel key
-// is left out when channel is "" (the bad_request case of PROTOCOL.md).
+// is left out when channel is "" (the bad_request case of docs/protocol.md,
+// "10. Bad input").
 func AppendSubscribeFail(b []byte, id json.RawMessage, channel string, err *Error) []byte {
 	b = append(b, `{"sys":1,"result":false`...)
 	if channel != "" {
@@ -218,8 +219,8 @@ func AppendBoot(b []byte, reason string) []byte {
 }
 
 // AppendErrorFrame appends an error frame tied to no request:
-// {"err":{..}}. It has no sys (PROTOCOL.md, "Errors"); a nil err writes the
-// internal error.
+// {"err":{..}}. It has no sys (docs/protocol.md, "3.2 Error objects"); a
+// nil err writes the internal error.
 func AppendErrorFrame(b []byte, err *Error) []byte {
 	b = append(b, `{"err":`...)
 	b = appendError(b, err)

@@ -12,7 +12,7 @@ var (
 	errNR    = NewError(CodeNotRecoverable, "lost")
 )
 
-// goldenFrames lists every frame shape of PROTOCOL.md with the exact bytes
+// goldenFrames lists every frame shape of docs/protocol.md with the exact bytes
 // our encoders must produce (key order included).
 var goldenFrames = []struct {
 	name string

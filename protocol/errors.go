@@ -21,7 +21,7 @@ type Error struct {
 // Error implements the error interface.
 func (e *Error) Error() string { return "sss: " + e.Code + ": " + e.Message }
 
-// Error codes (PROTOCOL.md, "Errors" and "Bad input").
+// Error codes (docs/protocol.md, "3.2 Error objects" and "10. Bad input").
 const (
 	CodeBadFrame             = "bad_frame"
 	CodeUnknownSys           = "unknown_sys"
@@ -88,7 +88,7 @@ func NewChannelBootedError(channel string) *Error {
 
 // ErrFrameTooLarge is wrapped by the *DecodeError of a frame over
 // Limits.MaxFrameBytes: the server closes with CloseTooLarge (1009) instead of
-// answering (PROTOCOL.md, "Bad input").
+// answering (docs/protocol.md, "10. Bad input").
 var ErrFrameTooLarge = errors.New("sss/protocol: frame too large")
 
 // DecodeError is returned by the decoders: Code is one of the bad-input codes

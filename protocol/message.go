@@ -2,8 +2,8 @@ package protocol
 
 import "encoding/json"
 
-// Limits bounds what the decoders accept (PROTOCOL.md, "Bad input"). A zero
-// field means its default; a negative one means no limit.
+// Limits bounds what the decoders accept (docs/protocol.md, "10. Bad
+// input"). A zero field means its default; a negative one means no limit.
 type Limits struct {
 	// MaxFrameBytes is the longest frame, in bytes. Default 64 KiB.
 	MaxFrameBytes int
@@ -16,14 +16,15 @@ type Limits struct {
 	MaxChannelLen int
 }
 
-// Default limits (PROTOCOL.md, "Bad input").
+// Default limits (docs/protocol.md, "11. Limits and defaults").
 const (
 	DefaultMaxFrameBytes = 64 << 10
 	DefaultMaxDepth      = 32
 	DefaultMaxChannelLen = 200
 )
 
-// DefaultLimits returns PROTOCOL.md's defaults.
+// DefaultLimits returns the defaults of docs/protocol.md ("11. Limits and
+// defaults").
 func DefaultLimits() Limits {
 	return Limits{MaxFrameBytes: DefaultMaxFrameBytes, MaxDepth: DefaultMaxDepth, MaxChannelLen: DefaultMaxChannelLen}
 }

@@ -9,7 +9,7 @@ import (
 
 // UID is the position of a publication in its channel: the channel's history
 // epoch and the publication's sequence number. On the wire it is the string
-// "<epoch>.<seq>" (PROTOCOL.md, "uid"). Seq 0 is the position of a channel
+// "<epoch>.<seq>" (docs/protocol.md, "3.4 uids"). Seq 0 is the position of a channel
 // with no publications in the current epoch.
 type UID struct {
 	// Epoch identifies one unbroken history of a channel: 1–32 characters of

@@ -219,8 +219,8 @@ func TestBackendDownSyncCloses1013(t *testing.T) {
 		a, sc := startStalled(t, 300*time.Millisecond)
 		c := a.dial(t, "")
 		sc.stall(true, "")
-		c.send(e2eSyncFrame(e2eEntry("fresh", `"abc.0"`, "")))
-		c.expectClose(protocol.CloseTryAgainLater)
+		c.Send(e2eSyncFrame(e2eEntry("fresh", `"abc.0"`, "")))
+		c.ExpectClose(protocol.CloseTryAgainLater)
 	})
 	t.Run("no FEED of a channel whose reply was not sent", func(t *testing.T) {
 		a, sc := startStalled(t, 300*time.Millisecond)
@@ -228,12 +228,12 @@ func TestBackendDownSyncCloses1013(t *testing.T) {
 		pos := w.subscribe("live") // live here: joining it needs no backend
 		c := a.dial(t, "")
 		sc.stall(true, "fresh")
-		c.send(e2eSyncFrame(e2eEntry("live", e2eQ(pos), ""), e2eEntry("fresh", `null`, "")))
+		c.Send(e2eSyncFrame(e2eEntry("live", e2eQ(pos), ""), e2eEntry("fresh", `null`, "")))
 		sc.waitEntered(t, "subscribe fresh")
 		// live is held for c while its SYNC goes on: this FEED is parked.
 		u := a.publish("live", "t", "1")
 		w.expectFeed("live", "t", "1", u)
-		c.expectClose(protocol.CloseTryAgainLater)
+		c.ExpectClose(protocol.CloseTryAgainLater)
 	})
 }
 
@@ -242,9 +242,9 @@ func TestBackendDownBeginCloses1013(t *testing.T) {
 	a, sc := startStalled(t, 300*time.Millisecond)
 	sc.stall(true, "")
 	c := a.dial(t, "user=ann") // AddUser fails, bounded: the upgrade completes
-	c.send(`{"sys":3}`)
-	c.expectClose(protocol.CloseTryAgainLater)
-	e2eWaitFor(t, "no socket left", func() bool { return a.srv.Stats().Sockets == 0 })
+	c.Send(`{"sys":3}`)
+	c.ExpectClose(protocol.CloseTryAgainLater)
+	testutil.WaitFor(t, e2eTimeout, func() bool { return a.srv.Stats().Sockets == 0 }, "no socket left")
 }
 
 func TestBackendDownClientCloseFreesSocket(t *testing.T) {
@@ -253,8 +253,8 @@ func TestBackendDownClientCloseFreesSocket(t *testing.T) {
 		name  string
 		close func(c *e2eConn)
 	}{
-		{"close frame", func(c *e2eConn) { c.sendClose(protocol.CloseByClient, "bye") }},
-		{"connection dropped", func(c *e2eConn) { _ = c.ws.NetConn().Close() }},
+		{"close frame", func(c *e2eConn) { c.SendClose(protocol.CloseByClient, "bye") }},
+		{"connection dropped", func(c *e2eConn) { c.Drop() }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			// A BackendTimeout far beyond the wait below: the socket must
@@ -262,12 +262,12 @@ func TestBackendDownClientCloseFreesSocket(t *testing.T) {
 			a, sc := startStalled(t, time.Hour)
 			c := a.dial(t, "")
 			sc.stall(true, "")
-			c.send(`{"sys":1,"channel":"fresh","id":1}`)
+			c.Send(`{"sys":1,"channel":"fresh","id":1}`)
 			sc.waitEntered(t, "subscribe fresh")
 			tc.close(c)
-			e2eWaitFor(t, "the socket freed after its client closed", func() bool {
+			testutil.WaitFor(t, e2eTimeout, func() bool {
 				return a.srv.Stats().Sockets == 0 && sc.inflight.Load() == 0
-			})
+			}, "the socket freed after its client closed")
 		})
 	}
 }
@@ -280,7 +280,7 @@ func TestBackendDownShutdownCompletes(t *testing.T) {
 	u := a.dial(t, "user=ann")
 	u.begin()
 	sc.stall(true, "")
-	c.send(`{"sys":1,"channel":"fresh","id":99}`)
+	c.Send(`{"sys":1,"channel":"fresh","id":99}`)
 	sc.waitEntered(t, "subscribe fresh")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
@@ -288,7 +288,7 @@ func TestBackendDownShutdownCompletes(t *testing.T) {
 		t.Fatalf("Shutdown(3 s) with the backend down: %v", err)
 	}
 	for _, x := range []*e2eConn{c, u} {
-		if code, _ := x.waitClosed(); code != protocol.CloseGoingAway {
+		if code, _ := x.WaitClosed(); code != protocol.CloseGoingAway {
 			t.Errorf("closed with %d, want 1001", code)
 		}
 	}
@@ -303,7 +303,7 @@ func TestBackendDownJoinWaitersBounded(t *testing.T) {
 	c1 := a.dial(t, "")
 	c2 := a.dial(t, "")
 	sc.stall(true, "")
-	c1.send(`{"sys":1,"channel":"x","id":1}`)
+	c1.Send(`{"sys":1,"channel":"x","id":1}`)
 	sc.waitEntered(t, "subscribe x")
 	// c2 finds x being subscribed and waits for it, bounded the same way.
 	m := c2.subscribeRaw("x", "")

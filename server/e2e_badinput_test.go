@@ -1,7 +1,7 @@
 package server_test
 
-// Every row of PROTOCOL.md's "Bad input: what the server does" table, each
-// followed by a healthy ask on another socket.
+// Every row of the bad-input table of docs/protocol.md ("10. Bad input"),
+// each followed by a healthy ask on another socket, and custom limits.
 
 import (
 	"strconv"
@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-
 	"github.com/sss-go/sss/protocol"
 )
 
@@ -42,31 +41,31 @@ func TestE2EBadInput(t *testing.T) {
 	}
 	errFrame := func(frame, code string) func(t *testing.T, c *e2eConn) {
 		return func(t *testing.T, c *e2eConn) {
-			c.send(frame)
+			c.Send(frame)
 			c.expectErrFrame(code)
 			c.expectOpen()
 		}
 	}
 	rows := []row{
 		{"binary frame", func(t *testing.T, c *e2eConn) {
-			c.sendType(websocket.BinaryMessage, []byte(`{"sys":3}`))
-			c.expectClose(protocol.CloseUnsupportedData)
+			c.SendType(websocket.BinaryMessage, []byte(`{"sys":3}`))
+			c.ExpectClose(protocol.CloseUnsupportedData)
 		}},
 		{"frame over 64 KiB", func(t *testing.T, c *e2eConn) {
-			c.send(`{"sys":5,"topic":"len","id":1,"msg":"` + strings.Repeat("x", 64<<10) + `"}`)
-			c.expectClose(protocol.CloseTooLarge)
+			c.Send(`{"sys":5,"topic":"len","id":1,"msg":"` + strings.Repeat("x", 64<<10) + `"}`)
+			c.ExpectClose(protocol.CloseTooLarge)
 		}},
 		{"frame of exactly 64 KiB", func(t *testing.T, c *e2eConn) {
 			head, tail := `{"sys":5,"topic":"len","id":1,"msg":"`, `"}`
 			n := 64<<10 - len(head) - len(tail)
-			c.send(head + strings.Repeat("x", n) + tail)
+			c.Send(head + strings.Repeat("x", n) + tail)
 			c.expectExact(`{"sys":7,"msg":` + strconv.Itoa(n+2) + `,"id":1}`)
 		}},
 	}
 	rows = append(rows,
 		row{"invalid UTF-8 is bad_frame", errFrame("{\"sys\":6,\"topic\":\"post\",\"msg\":\"\xff\xfe\"}", protocol.CodeBadFrame)},
 		row{"unknown fields are ignored", func(t *testing.T, c *e2eConn) {
-			c.send(`{"sys":5,"topic":"echo","msg":1,"id":1,"extra":{"x":[1]}}`)
+			c.Send(`{"sys":5,"topic":"echo","msg":1,"id":1,"extra":{"x":[1]}}`)
 			c.expectExact(`{"sys":7,"msg":1,"id":1}`)
 		}},
 	)
@@ -76,14 +75,14 @@ func TestE2EBadInput(t *testing.T) {
 	rows = append(rows,
 		row{"nesting 32 is fine", func(t *testing.T, c *e2eConn) {
 			msg := e2eNested(31) // the frame's object is level 1
-			c.send(`{"sys":5,"topic":"echo","msg":` + msg + `,"id":1}`)
+			c.Send(`{"sys":5,"topic":"echo","msg":` + msg + `,"id":1}`)
 			c.expectExact(`{"sys":7,"msg":` + msg + `,"id":1}`)
 		}},
 		row{"nesting 33 is bad_frame", errFrame(`{"sys":5,"topic":"echo","msg":`+e2eNested(32)+`,"id":1}`, protocol.CodeBadFrame)},
 		row{"nesting 33 in objects is bad_frame", errFrame(`{"sys":5,"topic":"echo","msg":`+strings.Repeat(`{"a":`, 32)+`1`+strings.Repeat("}", 32)+`,"id":1}`, protocol.CodeBadFrame)},
 		row{"deep brackets inside a string are fine", func(t *testing.T, c *e2eConn) {
 			msg := `"` + strings.Repeat("[{", 40) + `"`
-			c.send(`{"sys":5,"topic":"echo","msg":` + msg + `,"id":1}`)
+			c.Send(`{"sys":5,"topic":"echo","msg":` + msg + `,"id":1}`)
 			c.expectExact(`{"sys":7,"msg":` + msg + `,"id":1}`)
 		}},
 	)
@@ -102,7 +101,7 @@ func TestE2EBadInput(t *testing.T) {
 	}
 	for _, tc := range withID {
 		rows = append(rows, row{"bad_request with id " + tc.frame, func(t *testing.T, c *e2eConn) {
-			c.send(tc.frame)
+			c.Send(tc.frame)
 			m := c.nextMsg()
 			if m.errCode() != protocol.CodeBadRequest || m.has("channel") || m.has("lastUid") || m.has("msg") {
 				t.Fatalf("got %s, want a reply with err bad_request and no channel", m.raw)
@@ -142,10 +141,10 @@ func TestE2EBadInput(t *testing.T) {
 	}
 	rows = append(rows,
 		row{"reused outstanding id", func(t *testing.T, c *e2eConn) {
-			c.send(`{"sys":5,"topic":"slow","id":1}`)
+			c.Send(`{"sys":5,"topic":"slow","id":1}`)
 			a.waitSlowStarted()
-			c.send(`{"sys":5,"topic":"echo","msg":2,"id":1}`)
-			c.expectClose(protocol.ClosePolicyViolation)
+			c.Send(`{"sys":5,"topic":"echo","msg":2,"id":1}`)
+			c.ExpectClose(protocol.ClosePolicyViolation)
 			select {
 			case how := <-a.slowEnded:
 				if how != "cancelled" {
@@ -157,9 +156,9 @@ func TestE2EBadInput(t *testing.T) {
 		}},
 		row{"reused answered id is fine", func(t *testing.T, c *e2eConn) {
 			for i := 0; i < 3; i++ {
-				c.send(`{"sys":5,"topic":"echo","msg":1,"id":1}`)
+				c.Send(`{"sys":5,"topic":"echo","msg":1,"id":1}`)
 				c.expectExact(`{"sys":7,"msg":1,"id":1}`)
-				c.send(`{"sys":1,"channel":"again","id":1}`)
+				c.Send(`{"sys":1,"channel":"again","id":1}`)
 				m := c.nextMsg()
 				if string(m.fields["result"]) != "true" {
 					t.Fatalf("SUBSCRIBE reusing an answered id: %s", m.raw)
@@ -189,7 +188,7 @@ func TestE2EBadInput(t *testing.T) {
 			}
 			c.expectSubscribeFail("tm3", protocol.CodeTooManySubscriptions)
 			c.subscribe("tm0") // a held channel is still granted
-			c.send(`{"sys":2,"channel":"tm1"}`)
+			c.Send(`{"sys":2,"channel":"tm1"}`)
 			c.subscribe("tm3")
 		}},
 		row{"bad frames past the limit", func(t *testing.T, c *e2eConn) {
@@ -199,21 +198,21 @@ func TestE2EBadInput(t *testing.T) {
 			}
 			for i := 0; i < 10; i++ {
 				b := bad[i%len(bad)]
-				c.send(b.frame)
+				c.Send(b.frame)
 				c.expectErrFrame(b.code)
 				if i == 4 {
 					// Errors outside the counted codes do not count.
 					for j := 0; j < 3; j++ {
-						c.send(`{"sys":6,"topic":"nope"}`)
+						c.Send(`{"sys":6,"topic":"nope"}`)
 						c.expectErrFrame(protocol.CodeUnknownTopic)
 					}
 					c.expectSubscribeFail("_r", protocol.CodeReservedChannel)
 				}
 			}
 			c.expectOpen()
-			c.send(`x`)
+			c.Send(`x`)
 			c.expectErrFrame(protocol.CodeBadFrame)
-			c.expectClose(protocol.ClosePolicyViolation)
+			c.ExpectClose(protocol.ClosePolicyViolation)
 		}},
 		row{"SYNC malformed uid", func(t *testing.T, c *e2eConn) {
 			r := c.sync(e2eSyncFrame(e2eEntry("sm", `"2"`, "null")))
@@ -258,56 +257,47 @@ func TestE2EBadInputWindow(t *testing.T) {
 	healthy := a.dial(t, "")
 	c := a.dial(t, "")
 	for i := 0; i < 3; i++ {
-		c.send(`x`)
+		c.Send(`x`)
 		c.expectErrFrame(protocol.CodeBadFrame)
 	}
 	time.Sleep(window + window/2) // the window itself is under test
 	for i := 0; i < 3; i++ {
-		c.send(`x`)
+		c.Send(`x`)
 		c.expectErrFrame(protocol.CodeBadFrame)
 	}
 	c.expectOpen()
-	c.send(`x`)
+	c.Send(`x`)
 	c.expectErrFrame(protocol.CodeBadFrame)
-	c.expectClose(protocol.ClosePolicyViolation)
+	c.ExpectClose(protocol.ClosePolicyViolation)
 	healthy.expectOpen()
 }
 
-func TestE2EAskRateLimit(t *testing.T) {
-	o := e2eOptions()
-	o.MaxConcurrentAsks = 2
-	a := startE2E(t, nil, o)
-	healthy := a.dial(t, "")
-	c := a.dial(t, "")
-	c.send(`{"sys":5,"topic":"slow","id":1}`)
-	c.send(`{"sys":5,"topic":"slow","id":2}`)
-	a.waitSlowStarted()
-	a.waitSlowStarted()
-	c.send(`{"sys":5,"topic":"echo","msg":3,"id":3}`)
-	m := c.nextMsg()
-	if m.sys() != 7 || string(m.fields["id"]) != "3" || m.errCode() != protocol.CodeRateLimited {
-		t.Fatalf("third concurrent ask: %s, want RESPONSE err rate_limited id 3", m.raw)
-	}
-	healthy.expectOpen()
-	a.release()
-	got := map[string]bool{c.next(): true, c.next(): true}
-	for _, w := range []string{`{"sys":7,"msg":"slow done","id":1}`, `{"sys":7,"msg":"slow done","id":2}`} {
-		if !got[w] {
-			t.Fatalf("got %v, want %s", got, w)
-		}
-	}
-	c.expectOpen()
-}
-
-// TestE2EReusedIDAcrossKinds: PROTOCOL.md, bad input: a reused outstanding
+// TestE2EReusedIDAcrossKinds: docs/protocol.md, "10. Bad input": a reused outstanding
 // id closes with 1008, whatever the request kind.
 func TestE2EReusedIDAcrossKinds(t *testing.T) {
 	a := startE2E(t, nil, e2eOptions())
 	c := a.dial(t, "")
-	c.send(`{"sys":5,"topic":"slow","id":7}`)
+	c.Send(`{"sys":5,"topic":"slow","id":7}`)
 	a.waitSlowStarted()
 	// ASK and SUBSCRIBE share the SSS client's id counter: a SUBSCRIBE
 	// with the id of an outstanding ASK reuses it.
-	c.send(`{"sys":1,"channel":"room","id":7}`)
-	c.expectClose(protocol.ClosePolicyViolation)
+	c.Send(`{"sys":1,"channel":"room","id":7}`)
+	c.ExpectClose(protocol.ClosePolicyViolation)
+}
+
+func TestE2ECustomLimits(t *testing.T) {
+	o := e2eOptions()
+	o.MaxFrameBytes = 1024
+	o.MaxDepth = 4
+	o.MaxChannelLen = 10
+	a := startE2E(t, nil, o)
+	c := a.dial(t, "")
+	c.Send(`{"sys":5,"topic":"echo","msg":` + e2eNested(3) + `,"id":1}`)
+	c.expectExact(`{"sys":7,"msg":` + e2eNested(3) + `,"id":1}`)
+	c.Send(`{"sys":5,"topic":"echo","msg":` + e2eNested(4) + `,"id":1}`)
+	c.expectErrFrame(protocol.CodeBadFrame)
+	c.subscribe(strings.Repeat("a", 10))
+	c.expectSubscribeFail(strings.Repeat("a", 11), protocol.CodeBadChannel)
+	c.Send(`{"sys":5,"topic":"echo","msg":"` + strings.Repeat("x", 1024) + `","id":2}`)
+	c.ExpectClose(protocol.CloseTooLarge)
 }

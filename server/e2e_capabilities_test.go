@@ -75,7 +75,7 @@ func TestCoreOnlyScalerFallbacks(t *testing.T) {
 	if err := pub.Broadcast(ctx, "news", 1); !errors.Is(err, server.ErrNotSupported) {
 		t.Fatalf("Publisher.Broadcast without a control plane = %v, want ErrNotSupported", err)
 	}
-	if _, err := pub.Publish(ctx, "room", "n", 6, ""); err != nil {
+	if _, err := pub.Publish(ctx, "room", "n", 6, server.PublishOptions{}); err != nil {
 		t.Fatalf("Publisher.Publish = %v", err)
 	}
 }

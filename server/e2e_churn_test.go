@@ -11,22 +11,11 @@ import (
 	"fmt"
 	"sync"
 	"testing"
-	"time"
 
-	"github.com/gorilla/websocket"
-
+	"github.com/sss-go/sss/internal/testutil"
 	"github.com/sss-go/sss/protocol"
 	"github.com/sss-go/sss/server"
 )
-
-// rawSend writes a text frame from any goroutine; errors are returned, not
-// reported (the caller is not the test goroutine).
-func (c *e2eConn) rawSend(frame string) error {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	_ = c.ws.SetWriteDeadline(time.Now().Add(e2eTimeout))
-	return c.ws.WriteMessage(websocket.TextMessage, []byte(frame))
-}
 
 // checkSegments reads a churning socket's frames until it has seen the FEED
 // of last: every SUBSCRIBE reply starts a segment at its lastUid, and the
@@ -100,16 +89,16 @@ func TestE2EChurn(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for k := 0; k < cycles; k++ {
-				if err := c.rawSend(fmt.Sprintf(`{"sys":1,"channel":"churn","id":%d}`, k)); err != nil {
+				if err := c.Write(fmt.Sprintf(`{"sys":1,"channel":"churn","id":%d}`, k)); err != nil {
 					errs <- fmt.Errorf("churner %d: %w", i, err)
 					return
 				}
-				if err := c.rawSend(`{"sys":2,"channel":"churn"}`); err != nil {
+				if err := c.Write(`{"sys":2,"channel":"churn"}`); err != nil {
 					errs <- fmt.Errorf("churner %d: %w", i, err)
 					return
 				}
 			}
-			if err := c.rawSend(`{"sys":1,"channel":"churn","id":"final"}`); err != nil {
+			if err := c.Write(`{"sys":1,"channel":"churn","id":"final"}`); err != nil {
 				errs <- fmt.Errorf("churner %d: %w", i, err)
 			}
 		}()
@@ -131,13 +120,13 @@ func TestE2EChurn(t *testing.T) {
 	}
 	// Every churner's final SUBSCRIBE is answered before this marker is
 	// published: wait for each to be subscribed.
-	e2eWaitFor(t, "the final subscriptions", func() bool {
+	testutil.WaitFor(t, e2eTimeout, func() bool {
 		n := 0
 		for _, app := range apps {
 			n += app.srv.Stats().Subscriptions
 		}
 		return n == stable+churners
-	})
+	}, "the final subscriptions")
 	last := A.publish("churn", "t", `"marker"`)
 	for i, c := range st {
 		for seq := starts[i].Seq + 1; seq <= last.Seq; seq++ {
@@ -194,7 +183,7 @@ func TestE2EReconnectStorm(t *testing.T) {
 		// it is TestE2ESyncAheadOfInstance).
 		m := w.nextMsg()
 		froms[i] = e2eMustUID(t, m.str("uid"))
-		conns[i].send(e2eSyncFrame(e2eEntry("storm", e2eQ(froms[i]), "null")))
+		conns[i].Send(e2eSyncFrame(e2eEntry("storm", e2eQ(froms[i]), "null")))
 	}
 	last, ok := <-done
 	if !ok {
@@ -222,7 +211,7 @@ func TestE2EReconnectStorm(t *testing.T) {
 			check(string(r))
 		}
 		for next.Seq <= last.Seq {
-			check(c.next())
+			check(c.Next())
 		}
 		c.expectOpen()
 	}

@@ -1,7 +1,8 @@
 package server_test
 
 // Several servers on one in-memory backend: one order for every subscriber
-// on every server, and the control plane across servers.
+// on every server, the control plane across servers, relay faults, and
+// SYNCs of a client ahead of its instance.
 
 import (
 	"context"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sss-go/sss/internal/testutil"
 	"github.com/sss-go/sss/protocol"
 	"github.com/sss-go/sss/scaler"
 	"github.com/sss-go/sss/server"
@@ -156,7 +158,7 @@ func TestE2EClusterControl(t *testing.T) {
 		o := B.dial(t, "")
 		s.subscribe("xs")
 		pos := o.subscribe("xs")
-		s.send(`{"sys":5,"topic":"pub","msg":{"channel":"xs","topic":"mine","msg":1,"exclude":true},"id":"x"}`)
+		s.Send(`{"sys":5,"topic":"pub","msg":{"channel":"xs","topic":"mine","msg":1,"exclude":true},"id":"x"}`)
 		items, resp := collectStream(t, s, "xs", 1, 1) // UPDATESUB and RESPONSE, in either order
 		u := e2eMustUID(t, resp[`"x"`])
 		if u.Seq != pos.Seq+1 {
@@ -190,10 +192,10 @@ func TestE2EClusterControl(t *testing.T) {
 			break
 		}
 		for _, a := range apps {
-			e2eWaitFor(t, "Count(pres-x) == 2 on every server", func() bool {
+			testutil.WaitFor(t, e2eTimeout, func() bool {
 				n, err := a.srv.Count(context.Background(), "pres-x")
 				return err == nil && n == 2
-			})
+			}, "Count(pres-x) == 2 on every server")
 		}
 	})
 	t.Run("recovery of another server's publications", func(t *testing.T) {
@@ -220,7 +222,7 @@ func TestE2EClusterControl(t *testing.T) {
 			t.Fatal(err)
 		}
 		bobB.expectExact(`{"sys":9,"reason":"from A"}`)
-		bobB.expectClose(protocol.CloseBooted)
+		bobB.ExpectClose(protocol.CloseBooted)
 	})
 	t.Run("BootUser across servers", func(t *testing.T) {
 		if err := B.srv.BootUser(e2eCtx(t), "alice", "from B"); err != nil {
@@ -228,7 +230,7 @@ func TestE2EClusterControl(t *testing.T) {
 		}
 		for _, c := range []*e2eConn{aliceA, aliceB} {
 			c.expectExact(`{"sys":9,"reason":"from B"}`)
-			if r := c.expectClose(protocol.CloseBooted); r != "from B" {
+			if r := c.ExpectClose(protocol.CloseBooted); r != "from B" {
 				t.Errorf("close reason %q", r)
 			}
 		}
@@ -254,15 +256,15 @@ func TestE2EStreamReset(t *testing.T) {
 		t.Fatal(err)
 	}
 	u2 := A.publish("hole", "t", "2")
-	f, ok := c.nextFrame(e2eTimeout)
+	f, ok := c.NextFrame(e2eTimeout)
 	if ok {
-		m := e2eParse(t, string(f.data))
+		m := e2eParse(t, string(f.Data))
 		if m.sys() == 8 {
 			t.Fatalf("after a lost publication (%s), got %s silently", u1, m.raw)
 		}
 		t.Logf("told by %s", m.raw)
-	} else if c.closeCode == protocol.CloseByClient || c.closeCode == protocol.CloseBooted || c.closeCode == 0 {
-		t.Fatalf("closed with %d, want a code that makes the client reconnect and SYNC", c.closeCode)
+	} else if c.CloseCode() == protocol.CloseByClient || c.CloseCode() == protocol.CloseBooted || c.CloseCode() == 0 {
+		t.Fatalf("closed with %d, want a code that makes the client reconnect and SYNC", c.CloseCode())
 	}
 	d := B.dial(t, "")
 	r := d.sync(e2eSyncFrame(e2eEntry("hole", e2eQ(pos), "null")))
@@ -283,15 +285,15 @@ func TestE2EClusterShutdownPresence(t *testing.T) {
 	b1.subscribe("room-1")
 	b2 := B.dial(t, "user=bea")
 	b2.subscribe("room-1")
-	e2eWaitFor(t, "Count 3", func() bool {
+	testutil.WaitFor(t, e2eTimeout, func() bool {
 		n, err := A.srv.Count(context.Background(), "room-1")
 		return err == nil && n == 3
-	})
+	}, "Count 3")
 	if err := B.srv.Shutdown(e2eCtx(t)); err != nil {
 		t.Fatal(err)
 	}
-	b1.waitClosed()
-	b2.waitClosed()
+	b1.WaitClosed()
+	b2.WaitClosed()
 	// A's subscriber hears both leave (joins first), and the count drops.
 	left := map[string]bool{}
 	for len(left) < 2 {
@@ -310,18 +312,18 @@ func TestE2EClusterShutdownPresence(t *testing.T) {
 	if !left["ben"] || !left["bea"] {
 		t.Fatalf("leaves %v", left)
 	}
-	e2eWaitFor(t, "Count 1 after B's shutdown", func() bool {
+	testutil.WaitFor(t, e2eTimeout, func() bool {
 		n, err := A.srv.Count(context.Background(), "room-1")
 		return err == nil && n == 1
-	})
+	}, "Count 1 after B's shutdown")
 	// BootChannel from A reaches A's subscriber.
 	if err := A.srv.BootChannel(e2eCtx(t), "room-1"); err != nil {
 		t.Fatal(err)
 	}
-	e2eWaitFor(t, "room-1 emptied", func() bool { return len(A.srv.Channels()) == 0 })
+	testutil.WaitFor(t, e2eTimeout, func() bool { return len(A.srv.Channels()) == 0 }, "room-1 emptied")
 	// The socket stays; it may be told by an {"err":...} frame, which
 	// can come after the subscription is gone.
-	a1.send(`{"sys":1,"channel":"room-1","id":"again"}`)
+	a1.Send(`{"sys":1,"channel":"room-1","id":"again"}`)
 	for {
 		m := a1.nextMsg()
 		if !m.has("sys") || m.sys() == 6 {
@@ -385,7 +387,7 @@ func TestE2ESyncAheadThenResubscribe(t *testing.T) {
 	c := B.dial(t, "")
 	r := c.sync(e2eSyncFrame(e2eEntry("ahead2", e2eQ(u1), "null")))
 	r.expectOutcome(t, "ahead2", true, "")
-	c.send(`{"sys":2,"channel":"ahead2"}`)
+	c.Send(`{"sys":2,"channel":"ahead2"}`)
 	again := c.subscribe("ahead2")
 	if again.Epoch != pos.Epoch || again.Seq > u1.Seq {
 		t.Fatalf("SUBSCRIBE lastUid %s", again)
@@ -397,4 +399,34 @@ func TestE2ESyncAheadThenResubscribe(t *testing.T) {
 	c.expectFeed("ahead2", "t", "2", u2)
 	w.expectFeed("ahead2", "t", "1", u1)
 	w.expectFeed("ahead2", "t", "2", u2)
+}
+
+func TestE2ERelayFaults(t *testing.T) {
+	be := scaler.NewMemoryBackend(scaler.MemoryOptions{Logger: e2eLogger(), CheckInterval: 100 * time.Millisecond})
+	A := startE2E(t, be.Instance(), e2eOptions())
+	B := startE2E(t, be.Instance(), e2eOptions())
+	c := B.dial(t, "")
+	pos := c.subscribe("faulty")
+	fi, ok := B.sc.(scaler.FaultInjector)
+	if !ok {
+		t.Fatalf("%T is no FaultInjector", B.sc)
+	}
+	fi.DropNextRelay("faulty")
+	var uids []protocol.UID
+	for i := 0; i < 3; i++ {
+		uids = append(uids, A.publish("faulty", "t", strconv.Itoa(i)))
+	}
+	fi.DelayNextRelay("faulty", 200*time.Millisecond)
+	for i := 3; i < 6; i++ {
+		uids = append(uids, A.publish("faulty", "t", strconv.Itoa(i)))
+	}
+	fi.DropNextRelay("faulty") // the last one: found by the position check
+	uids = append(uids, A.publish("faulty", "t", "6"))
+	for i, u := range uids {
+		if u.Seq != pos.Seq+uint64(i)+1 {
+			t.Fatalf("uid %s", u)
+		}
+		c.expectFeed("faulty", "t", strconv.Itoa(i), u)
+	}
+	c.expectOpen()
 }

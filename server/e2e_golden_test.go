@@ -2,7 +2,7 @@ package server_test
 
 // Replays every frame the SSS JavaScript client was observed sending
 // (testdata/sss-client-frames.txt) and checks the server's answers against
-// PROTOCOL.md.
+// docs/protocol.md.
 
 import (
 	"bufio"
@@ -97,12 +97,12 @@ func TestE2EGoldenClientFrames(t *testing.T) {
 
 	t.Run("connect without user", func(t *testing.T) {
 		c := a.dial(t, "")
-		c.send(frame("begin"))
+		c.Send(frame("begin"))
 		c.expectExact(`{"sys":3,"prot":{"v":1,"hb":true,"hbInterval":2000,"hbThreshold":2500}}`)
 	})
 	t.Run("connect with user", func(t *testing.T) {
 		c := a.dial(t, "user=alice")
-		c.send(frame("begin"))
+		c.Send(frame("begin"))
 		m := c.nextMsg()
 		want := `{"sys":3,"prot":{"v":1,"hb":true,"hbInterval":2000,"hbThreshold":2500},"channel":"_user.alice","lastUid":"` + a.position("_user.alice").String() + `"}`
 		if !e2eJSONEqual(m.raw, want) {
@@ -117,14 +117,14 @@ func TestE2EGoldenClientFrames(t *testing.T) {
 			{"subscribe-query-null", "room2", "null"},
 			{"subscribe-query-undefined", "room3", "null"},
 		} {
-			c.send(frame(tc.name))
+			c.Send(frame(tc.name))
 			c.expectExact(`{"sys":1,"result":true,"channel":"` + tc.channel + `","id":1,"lastUid":"` + a.position(tc.channel).String() + `"}`)
 			q := a.queriesOf(tc.channel)
 			if len(q) == 0 || (q[len(q)-1] != tc.query && !(tc.query == "null" && q[len(q)-1] == "<nil>")) {
 				t.Errorf("%s: parser saw query %q, want %s", tc.name, q, tc.query)
 			}
 		}
-		c.send(frame("subscribe-empty-name"))
+		c.Send(frame("subscribe-empty-name"))
 		m := c.nextMsg()
 		// The channel key may be left out for the empty name (the
 		// protocol encoder omits an empty channel).
@@ -132,7 +132,7 @@ func TestE2EGoldenClientFrames(t *testing.T) {
 			m.raw != `{"sys":1,"result":false,"id":1,"err":`+string(m.fields["err"])+`}`) || m.errCode() != protocol.CodeBadChannel {
 			t.Errorf("empty channel name: %s, want false with code bad_channel", m.raw)
 		}
-		c.send(frame("subscribe-refused"))
+		c.Send(frame("subscribe-refused"))
 		m = c.nextMsg()
 		if m.raw != `{"sys":1,"result":false,"channel":"forbidden","id":1,"err":`+string(m.fields["err"])+`}` || m.errCode() != protocol.CodeRefused {
 			t.Errorf("refused: %s, want false with the parser's error (code refused)", m.raw)
@@ -146,8 +146,8 @@ func TestE2EGoldenClientFrames(t *testing.T) {
 		c := a.dial(t, "user=alice")
 		c.begin()
 		c.subscribe("room4")
-		c.send(frame("unsubscribe"))
-		c.send(frame("unsubscribe-user")) // "_u_alice" is not held: nothing happens
+		c.Send(frame("unsubscribe"))
+		c.Send(frame("unsubscribe-user")) // "_u_alice" is not held: nothing happens
 		c.expectOpen()
 		w := a.dial(t, "user=alice")
 		w.begin()
@@ -157,7 +157,7 @@ func TestE2EGoldenClientFrames(t *testing.T) {
 		u = a.publish("_user.alice", "dm", "1")
 		w.expectFeed("_user.alice", "dm", "1", u)
 		c.expectFeed("_user.alice", "dm", "1", u) // still held
-		c.send(frame("unsubscribe-user-renamed"))
+		c.Send(frame("unsubscribe-user-renamed"))
 		c.expectOpen()
 		u = a.publish("_user.alice", "dm", "2")
 		w.expectFeed("_user.alice", "dm", "2", u)
@@ -172,7 +172,7 @@ func TestE2EGoldenClientFrames(t *testing.T) {
 			{"ask-null", `{"sys":7,"msg":null,"id":1}`},
 			{"ask-undefined", `{"sys":7,"msg":null,"id":1}`},
 		} {
-			c.send(frame(tc.name))
+			c.Send(frame(tc.name))
 			c.expectExact(tc.want)
 		}
 	})
@@ -181,10 +181,10 @@ func TestE2EGoldenClientFrames(t *testing.T) {
 		c.begin()
 		// Four requests in one tick, a fifth while 2-4 are outstanding,
 		// then id 1 again once all were answered.
-		c.send(`{"sys":5,"topic":"echo","msg":"a","id":1}`)
-		c.send(`{"sys":5,"topic":"echo","msg":"b","id":2}`)
-		c.send(`{"sys":1,"channel":"room1","query":null,"id":3}`)
-		c.send(`{"sys":5,"topic":"echo","msg":"d","id":4}`)
+		c.Send(`{"sys":5,"topic":"echo","msg":"a","id":1}`)
+		c.Send(`{"sys":5,"topic":"echo","msg":"b","id":2}`)
+		c.Send(`{"sys":1,"channel":"room1","query":null,"id":3}`)
+		c.Send(`{"sys":5,"topic":"echo","msg":"d","id":4}`)
 		seen := map[string]int{}
 		for len(seen) < 5 {
 			m := c.nextMsg()
@@ -195,20 +195,20 @@ func TestE2EGoldenClientFrames(t *testing.T) {
 				t.Fatalf("reply %s", m.raw)
 			}
 			if id == "1" {
-				c.send(`{"sys":5,"topic":"echo","msg":"e","id":5}`)
+				c.Send(`{"sys":5,"topic":"echo","msg":"e","id":5}`)
 			}
 		}
-		c.send(frame("ask-string"))
+		c.Send(frame("ask-string"))
 		c.expectExact(`{"sys":7,"msg":"hello","id":1}`)
 	})
 	t.Run("tell", func(t *testing.T) {
 		c := a.dial(t, "")
 		c.begin()
-		c.send(frame("tell"))
+		c.Send(frame("tell"))
 		if tl := a.waitTell(); tl.Topic != "post" || tl.Msg != `{"room":"room1","text":"hi"}` {
 			t.Errorf("tell handler got %+v", tl)
 		}
-		c.send(frame("tell-undefined"))
+		c.Send(frame("tell-undefined"))
 		if tl := a.waitTell(); tl.Topic != "nothing" || (tl.Msg != "" && tl.Msg != "null") {
 			t.Errorf("tell handler got %+v", tl)
 		}
@@ -219,12 +219,12 @@ func TestE2EGoldenClientFrames(t *testing.T) {
 		c.begin()
 		for i := 0; i < 2; i++ {
 			select {
-			case <-c.hb:
+			case <-c.Heartbeats():
 			case <-time.After(e2eTimeout):
 				t.Fatal("no heartbeat")
 			}
 		}
-		c.send(frame("heartbeat")) // an extra "h" is no bad frame
+		c.Send(frame("heartbeat")) // an extra "h" is no bad frame
 		c.expectOpen()
 	})
 	t.Run("sync with user, renamed user channel", func(t *testing.T) {
@@ -280,18 +280,18 @@ func TestE2EGoldenClientFrames(t *testing.T) {
 	})
 	t.Run("sync empty", func(t *testing.T) {
 		c := a.dial(t, "")
-		c.send(frame("sync-empty"))
+		c.Send(frame("sync-empty"))
 		c.expectExact(`{"sys":4,"result":{},"records":[]}`)
 	})
 	t.Run("close by app", func(t *testing.T) {
 		c := a.dial(t, "")
 		c.begin()
 		f := g["close-by-app"]
-		c.sendClose(f.closeCode, f.closeReason)
-		if r := c.expectClose(f.closeCode); r != f.closeReason {
+		c.SendClose(f.closeCode, f.closeReason)
+		if r := c.ExpectClose(f.closeCode); r != f.closeReason {
 			t.Errorf("echo reason %q", r)
 		}
-		c.expectTCPClosed()
+		c.ExpectTCPClosed()
 	})
 	t.Run("boot", func(t *testing.T) {
 		c := a.dial(t, "")
@@ -302,20 +302,20 @@ func TestE2EGoldenClientFrames(t *testing.T) {
 			t.Fatal(err)
 		}
 		c.expectExact(`{"sys":9,"reason":"` + f.closeReason + `"}`)
-		c.sendClose(f.closeCode, f.closeReason)
-		if r := c.expectClose(protocol.CloseBooted); r != f.closeReason {
+		c.SendClose(f.closeCode, f.closeReason)
+		if r := c.ExpectClose(protocol.CloseBooted); r != f.closeReason {
 			t.Errorf("echo reason %q", r)
 		}
-		c.expectTCPClosed()
+		c.ExpectTCPClosed()
 	})
 	t.Run("heartbeat lost close", func(t *testing.T) {
 		c := a.dial(t, "")
 		c.begin()
 		f := g["close-heartbeat-lost"]
-		c.sendClose(f.closeCode, f.closeReason)
-		if r := c.expectClose(f.closeCode); r != f.closeReason {
+		c.SendClose(f.closeCode, f.closeReason)
+		if r := c.ExpectClose(f.closeCode); r != f.closeReason {
 			t.Errorf("echo reason %q", r)
 		}
-		c.expectTCPClosed()
+		c.ExpectTCPClosed()
 	})
 }

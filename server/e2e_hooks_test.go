@@ -1,9 +1,10 @@
 package server_test
 
-// User hooks that panic: the panic is recovered and logged with the
-// socket id, the process lives, other sockets go on, nothing leaks; a
-// panic in OnOpen closes that socket with 1011. And no hook runs under an
-// internal lock: OnEvent may call Stats.
+// User hooks: each is called when it should be, and Stats and Channels
+// agree; hooks that panic are recovered and logged with the socket id, the
+// process lives, other sockets go on, nothing leaks; a panic in OnOpen
+// closes that socket with 1011. No hook runs under an internal lock:
+// OnEvent may call Stats. With Options.Logger set, nothing logs elsewhere.
 
 import (
 	"context"
@@ -81,7 +82,7 @@ func TestHookPanicsRecovered(t *testing.T) {
 			}
 		}, func(t *testing.T, a *e2eApp) {
 			c := a.dial(t, "user=boom")
-			c.expectClose(protocol.CloseInternalError)
+			c.ExpectClose(protocol.CloseInternalError)
 		}, true},
 		{"OnClose", func(o *server.Options, id *atomic.Value) {
 			o.OnClose = func(s *server.Socket, code int, reason string) {
@@ -92,8 +93,8 @@ func TestHookPanicsRecovered(t *testing.T) {
 			}
 		}, func(t *testing.T, a *e2eApp) {
 			c := a.dial(t, "user=boom")
-			c.sendClose(protocol.CloseByClient, "bye")
-			c.waitClosed()
+			c.SendClose(protocol.CloseByClient, "bye")
+			c.WaitClosed()
 		}, true},
 		{"OnSubscribe", func(o *server.Options, id *atomic.Value) {
 			o.OnSubscribe = func(s *server.Socket, ch string) {
@@ -117,7 +118,7 @@ func TestHookPanicsRecovered(t *testing.T) {
 		}, func(t *testing.T, a *e2eApp) {
 			c := a.dial(t, "")
 			c.subscribe("boom")
-			c.send(`{"sys":2,"channel":"boom"}`)
+			c.Send(`{"sys":2,"channel":"boom"}`)
 			c.expectOpen()
 		}, true},
 		{"OnChannelOccupied", func(o *server.Options, id *atomic.Value) {
@@ -140,7 +141,7 @@ func TestHookPanicsRecovered(t *testing.T) {
 		}, func(t *testing.T, a *e2eApp) {
 			c := a.dial(t, "")
 			c.subscribe("boom")
-			c.send(`{"sys":2,"channel":"boom"}`)
+			c.Send(`{"sys":2,"channel":"boom"}`)
 			c.expectOpen()
 		}, false},
 		{"OnEvent", func(o *server.Options, id *atomic.Value) {
@@ -183,12 +184,20 @@ func TestHookPanicsRecovered(t *testing.T) {
 			// The process lives and other sockets still get their FEEDs.
 			u := a.publish("news", "t", `"after"`)
 			w.expectFeed("news", "t", `"after"`, u)
-			want := map[string]string{"panic": boom}
-			if tc.socket {
-				sid, _ := id.Load().(string)
-				want["socket"] = sid
-			}
-			e2eWaitFor(t, "the panic logged", func() bool { return logs.find(want) != nil })
+			// Some hooks run after the client saw their effect (OnClose
+			// runs once the server closed the connection): read the
+			// socket id the hook stored when it has run.
+			testutil.WaitFor(t, e2eTimeout, func() bool {
+				want := map[string]string{"panic": boom}
+				if tc.socket {
+					sid, _ := id.Load().(string)
+					if sid == "" {
+						return false
+					}
+					want["socket"] = sid
+				}
+				return logs.find(want) != nil
+			}, "the panic logged")
 		})
 	}
 }
@@ -243,7 +252,7 @@ func TestOnEventMayCallStats(t *testing.T) {
 		w.subscribe("fan")
 		slow := a.dial(t, "")
 		slow.subscribe("fan")
-		slow.pauseReads()
+		slow.PauseReads()
 		big := fmt.Sprintf(`"%060000d"`, 0)
 		overflowed := false
 		for i := 0; i < 1000 && !overflowed; i++ {
@@ -255,7 +264,7 @@ func TestOnEventMayCallStats(t *testing.T) {
 			}
 			// The socket that reads has each one before the next, so
 			// that only the other one overflows on a loaded machine.
-			if m := w.next(); !strings.Contains(m, `"uid":"`+u.String()+`"`) {
+			if m := w.Next(); !strings.Contains(m, `"uid":"`+u.String()+`"`) {
 				t.Fatalf("reader got %.100s, want %v", m, u)
 			}
 			select {
@@ -267,11 +276,116 @@ func TestOnEventMayCallStats(t *testing.T) {
 		if !overflowed {
 			waitSeen(t, seen, "slow consumer")
 		}
-		slow.resumeReads()
-		if code, _ := slow.waitClosed(); code != protocol.CloseSlowConsumer {
+		slow.ResumeReads()
+		if code, _ := slow.WaitClosed(); code != protocol.CloseSlowConsumer {
 			t.Errorf("slow consumer closed with %d, want 4002", code)
 		}
 		u := a.publish("fan", "t", "2")
 		w.expectFeed("fan", "t", "2", u)
 	})
+}
+
+func TestE2EHooksAndStats(t *testing.T) {
+	var mu sync.Mutex
+	var events []string
+	rec := func(s string) {
+		mu.Lock()
+		events = append(events, s)
+		mu.Unlock()
+	}
+	count := func(s string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		n := 0
+		for _, e := range events {
+			if e == s {
+				n++
+			}
+		}
+		return n
+	}
+	o := e2eOptions()
+	o.OnOpen = func(sock *server.Socket) { rec("open " + sock.User()) }
+	o.OnClose = func(sock *server.Socket, code int, reason string) { rec(fmt.Sprintf("close %s %d", sock.User(), code)) }
+	o.OnSubscribe = func(sock *server.Socket, ch string) { rec("sub " + sock.User() + " " + ch) }
+	o.OnUnsubscribe = func(sock *server.Socket, ch string) { rec("unsub " + sock.User() + " " + ch) }
+	o.OnChannelOccupied = func(ch string) { rec("occupied " + ch) }
+	o.OnChannelVacated = func(ch string) { rec("vacated " + ch) }
+	a := startE2E(t, nil, o)
+	c1 := a.dial(t, "user=u1")
+	c2 := a.dial(t, "user=u2")
+	c1.subscribe("hk")
+	c2.subscribe("hk")
+	c2.subscribe("hk2")
+	if got := a.srv.Channels(); strings.Join(got, ",") != "hk,hk2" {
+		t.Errorf("Channels() = %q, want [hk hk2] (sorted)", got)
+	}
+	st := a.srv.Stats()
+	if st.Sockets != 2 || st.Channels != 2 || st.Subscriptions != 3 {
+		t.Errorf("Stats %+v, want 2 sockets, 2 channels, 3 subscriptions", st)
+	}
+	u := a.publish("hk", "t", "1")
+	c1.expectFeed("hk", "t", "1", u)
+	c2.expectFeed("hk", "t", "1", u)
+	c1.Send(`{"sys":2,"channel":"hk"}`)
+	c1.expectOpen()
+	c2.SendClose(protocol.CloseByClient, "")
+	c2.WaitClosed()
+	testutil.WaitFor(t, e2eTimeout, func() bool {
+		return count("open u1") == 1 && count("open u2") == 1 && count("sub u1 hk") == 1 && count("sub u2 hk") == 1 &&
+			count("unsub u1 hk") == 1 && count("unsub u2 hk") == 1 && count("unsub u2 hk2") == 1 &&
+			count("occupied hk") == 1 && count("occupied hk2") == 1 && count("vacated hk") == 1 && count("vacated hk2") == 1 &&
+			count("close u2 4000") == 1
+	}, "hooks")
+	st = a.srv.Stats()
+	if st.Sockets != 1 || st.Channels != 0 || st.Subscriptions != 0 || st.Published < 1 || st.Delivered < 2 {
+		t.Errorf("Stats %+v after the leaves", st)
+	}
+	if len(a.srv.Channels()) != 0 {
+		t.Errorf("Channels() = %q, want none", a.srv.Channels())
+	}
+}
+
+// e2eRecordHandler counts the records logged through it.
+type e2eRecordHandler struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (h *e2eRecordHandler) Enabled(context.Context, slog.Level) bool { return true }
+
+func (h *e2eRecordHandler) Handle(_ context.Context, r slog.Record) error {
+	h.mu.Lock()
+	h.msgs = append(h.msgs, r.Message)
+	h.mu.Unlock()
+	return nil
+}
+
+func (h *e2eRecordHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+
+func (h *e2eRecordHandler) WithGroup(string) slog.Handler { return h }
+
+// TestE2ELoggerOption: with Options.Logger set, nothing the server starts
+// (its own memory scaler included) logs to slog.Default().
+func TestE2ELoggerOption(t *testing.T) {
+	rec := &e2eRecordHandler{}
+	old := slog.Default()
+	slog.SetDefault(slog.New(rec))
+	defer slog.SetDefault(old)
+	func() {
+		a := startE2E(t, nil, e2eOptions())
+		c := a.dial(t, "")
+		c.subscribe("log")
+		ctx, cancel := context.WithTimeout(context.Background(), e2eTimeout)
+		defer cancel()
+		if err := a.srv.Shutdown(ctx); err != nil {
+			t.Fatal(err)
+		}
+		c.WaitClosed()
+	}()
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.msgs) > 0 {
+		t.Errorf("with Options.Logger set, %d records went to slog.Default(): %q", len(rec.msgs), rec.msgs)
+	}
 }

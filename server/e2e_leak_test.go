@@ -27,11 +27,11 @@ func TestE2ENoGoroutineLeft(t *testing.T) {
 	c2.subscribe("p-1")
 	a.publish("p-1", "t", "1")
 	c1.drainOpen()
-	c1.send(`{"sys":5,"topic":"slow","id":"s"}`) // left running: cancelled by the close
+	c1.Send(`{"sys":5,"topic":"slow","id":"s"}`) // left running: cancelled by the close
 	a.waitSlowStarted()
-	c2.send(`{"sys":5,"topic":"pub","msg":{"channel":"p-1","topic":"t","msg":2,"exclude":true},"id":"p"}`)
+	c2.Send(`{"sys":5,"topic":"pub","msg":{"channel":"p-1","topic":"t","msg":2,"exclude":true},"id":"p"}`)
 	if err := b.srv.BootUser(e2eCtx(t), "bob", "bye"); err != nil {
 		t.Fatal(err)
 	}
-	c2.waitClosed()
+	c2.WaitClosed()
 }

@@ -1,7 +1,7 @@
 package server_test
 
 // Random frames, mutated from the SSS client's golden frames: the server
-// answers or closes with a code of PROTOCOL.md, never panics, and other
+// answers or closes with a code of docs/protocol.md, never panics, and other
 // sockets never notice.
 
 import (
@@ -84,50 +84,50 @@ func e2eRandomRound(t *testing.T, a *e2eApp, frames []string, seed uint64) {
 	closes := 0
 	for i := 0; i < 400; i++ {
 		select {
-		case <-c.done:
-			switch c.closeCode {
+		case <-c.Done():
+			switch c.CloseCode() {
 			case protocol.ClosePolicyViolation: // a reused outstanding id
 			default:
-				t.Fatalf("seed %d: closed with %d %q after random frames", seed, c.closeCode, c.closeText)
+				t.Fatalf("seed %d: closed with %d %q after random frames", seed, c.CloseCode(), c.CloseReason())
 			}
 			closes++
 			c = a.dial(t, "user=alice")
 		default:
 		}
 		f := e2eMutate(r, frames[r.IntN(len(frames))])
-		if err := c.rawSend(f); err != nil {
+		if err := c.Write(f); err != nil {
 			continue // closed under us: seen at the next round
 		}
 		// Every server frame stays one JSON object with "sys" first or
 		// an error frame.
 		for {
-			fr, ok := c.nextFrame(0)
+			fr, ok := c.NextFrame(0)
 			if !ok {
 				break
 			}
-			if string(fr.data) != protocol.Heartbeat {
-				e2eParse(t, string(fr.data))
+			if string(fr.Data) != protocol.Heartbeat {
+				e2eParse(t, string(fr.Data))
 			}
 		}
 	}
 	t.Logf("seed %d: %d sockets closed for reused ids", seed, closes)
 	// Drain: every remaining frame well formed, then the echo answered,
 	// unless a reused id closed the socket meanwhile.
-	if err := c.rawSend(`{"sys":5,"topic":"echo","msg":"end","id":"end"}`); err != nil {
+	if err := c.Write(`{"sys":5,"topic":"echo","msg":"end","id":"end"}`); err != nil {
 		return
 	}
 	for {
-		f, ok := c.nextFrame(e2eTimeout)
+		f, ok := c.NextFrame(e2eTimeout)
 		if !ok {
-			if c.closeCode != protocol.ClosePolicyViolation {
-				t.Fatalf("seed %d: closed with %d %q", seed, c.closeCode, c.closeText)
+			if c.CloseCode() != protocol.ClosePolicyViolation {
+				t.Fatalf("seed %d: closed with %d %q", seed, c.CloseCode(), c.CloseReason())
 			}
 			return
 		}
-		if string(f.data) == protocol.Heartbeat {
+		if string(f.Data) == protocol.Heartbeat {
 			continue
 		}
-		if m := e2eParse(t, string(f.data)); m.sys() == 7 && string(m.fields["id"]) == `"end"` {
+		if m := e2eParse(t, string(f.Data)); m.sys() == 7 && string(m.fields["id"]) == `"end"` {
 			return
 		}
 	}

@@ -1,20 +1,19 @@
 package server_test
 
-// Sessions (parser, refusal, origin), user channels, heartbeats and
-// shutdown over real WebSockets.
+// The upgrade and the session over real WebSockets (docs/protocol.md, "1.
+// Transport" and "4. Session start"): the session parser, refusals,
+// origins, compression, plain HTTP, BEGIN and the user channel.
 
 import (
-	"context"
 	"encoding/json"
-	"errors"
-	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/sss-go/sss/internal/testutil"
 	"github.com/sss-go/sss/protocol"
 	"github.com/sss-go/sss/server"
 )
@@ -23,32 +22,34 @@ func TestE2ESessionRefused(t *testing.T) {
 	t.Run("close 4001 with the reason", func(t *testing.T) {
 		a := startE2E(t, nil, e2eOptions())
 		c := a.dial(t, "refuse="+url.QueryEscape("go away"))
-		if r := c.expectClose(protocol.CloseBooted); r != "go away" {
+		if r := c.ExpectClose(protocol.CloseBooted); r != "go away" {
 			t.Errorf("close reason %q, want the parser's message", r)
 		}
-		c.expectTCPClosed()
+		c.ExpectTCPClosed()
 	})
 	t.Run("plain error hides details", func(t *testing.T) {
 		a := startE2E(t, nil, e2eOptions())
 		c := a.dial(t, "refuseplain=1")
-		if r := c.expectClose(protocol.CloseBooted); strings.Contains(r, "secret") {
-			t.Errorf("close reason leaks the parser's error: %q", r)
+		if r := c.ExpectClose(protocol.CloseBooted); r != "refused" {
+			t.Errorf("close reason %q, want \"refused\" (the parser's error is not shown)", r)
 		}
 	})
 	t.Run("long reason cut to 123 bytes", func(t *testing.T) {
 		a := startE2E(t, nil, e2eOptions())
 		for _, reason := range []string{strings.Repeat("x", 300), strings.Repeat("é", 100), strings.Repeat("日", 60)} {
 			c := a.dial(t, "refuse="+url.QueryEscape(reason))
-			if r := c.expectClose(protocol.CloseBooted); len(r) == 0 || len(r) > protocol.MaxReasonLen || !strings.HasPrefix(reason, r) {
+			if r := c.ExpectClose(protocol.CloseBooted); len(r) == 0 || len(r) > protocol.MaxReasonLen || !strings.HasPrefix(reason, r) {
 				t.Errorf("close reason %q (%d bytes), want a prefix of whole characters, 1..123 bytes", r, len(r))
 			}
 		}
 	})
 	t.Run("invalid user id", func(t *testing.T) {
 		a := startE2E(t, nil, e2eOptions())
-		for _, user := range []string{strings.Repeat("u", 129), "a\nb", "\xff"} {
+		for _, user := range []string{strings.Repeat("u", 129), "a\nb", "\xff", "bad\x01user"} {
 			c := a.dial(t, e2eQueryUser(user))
-			c.expectClose(protocol.CloseBooted)
+			if r := c.ExpectClose(protocol.CloseBooted); r != "invalid user id" {
+				t.Errorf("user %q: close reason %q, want \"invalid user id\"", user, r)
+			}
 		}
 	})
 	t.Run("HTTP 403", func(t *testing.T) {
@@ -180,7 +181,7 @@ func TestE2EUserChannel(t *testing.T) {
 		anon.expectOpen()
 	})
 	t.Run("unsubscribe then BEGIN again", func(t *testing.T) {
-		alice2.send(`{"sys":2,"channel":"_user.alice"}`)
+		alice2.Send(`{"sys":2,"channel":"_user.alice"}`)
 		alice2.expectOpen()
 		u := a.publish("_user.alice", "dm", `2`)
 		alice1.expectFeed("_user.alice", "dm", `2`, u)
@@ -199,185 +200,13 @@ func TestE2EUserChannel(t *testing.T) {
 		}
 		for _, c := range []*e2eConn{alice1, alice2} {
 			c.expectExact(`{"sys":9,"reason":"bye alice"}`)
-			c.sendClose(protocol.CloseBooted, "bye alice")
-			if r := c.expectClose(protocol.CloseBooted); r != "bye alice" {
+			c.SendClose(protocol.CloseBooted, "bye alice")
+			if r := c.ExpectClose(protocol.CloseBooted); r != "bye alice" {
 				t.Errorf("close reason %q", r)
 			}
 		}
 		bob.expectOpen()
 		anon.expectOpen()
-	})
-}
-
-func TestE2EHeartbeat(t *testing.T) {
-	const interval = 300 * time.Millisecond
-	o := e2eOptions()
-	o.HeartbeatInterval = interval
-	a := startE2E(t, nil, o)
-	waitH := func(t *testing.T, c *e2eConn, n int) {
-		t.Helper()
-		for i := 0; i < n; i++ {
-			select {
-			case <-c.hb:
-			case <-c.done:
-				t.Fatalf("closed with %d %q after %d heartbeats", c.closeCode, c.closeText, c.hbCount.Load())
-			case <-time.After(e2eTimeout):
-				t.Fatalf("no heartbeat within %v", e2eTimeout)
-			}
-		}
-	}
-	t.Run("answered stays open", func(t *testing.T) {
-		c := a.dial(t, "")
-		m := c.begin()
-		if string(m.fields["prot"]) != `{"v":1,"hb":true,"hbInterval":300,"hbThreshold":2500}` {
-			t.Errorf("prot %s", m.fields["prot"])
-		}
-		waitH(t, c, 6)
-		c.expectOpen()
-		// An SSS client closes with 4100 after hbInterval + hbThreshold
-		// without "h": the gaps stay well within that, and "h" does not
-		// come much faster than the interval either.
-		c.hbMu.Lock()
-		times := append([]time.Time(nil), c.hbTimes...)
-		c.hbMu.Unlock()
-		for i := 1; i < len(times); i++ {
-			if gap := times[i].Sub(times[i-1]); gap > interval+2500*time.Millisecond {
-				t.Errorf("heartbeat gap %v, interval %v", gap, interval)
-			}
-		}
-		if avg := times[len(times)-1].Sub(times[0]) / time.Duration(len(times)-1); avg < interval/2 {
-			t.Errorf("heartbeats every %v on average, interval %v", avg, interval)
-		}
-	})
-	t.Run("unanswered closes 4003", func(t *testing.T) {
-		c := a.dial(t, "")
-		c.answerH.Store(false)
-		c.begin()
-		c.expectClose(protocol.CloseHeartbeatTimeout)
-		if c.hbCount.Load() < 1 {
-			t.Error("closed 4003 without ever sending h")
-		}
-	})
-	t.Run("h flows with data", func(t *testing.T) {
-		c := a.dial(t, "")
-		c.begin() // heartbeats start with BEGIN or SYNC
-		pos := c.subscribe("flood")
-		seq := pos.Seq
-		start := c.hbCount.Load()
-		deadline := time.Now().Add(e2eTimeout)
-		for c.hbCount.Load() < start+4 {
-			if time.Now().After(deadline) {
-				t.Fatalf("only %d heartbeats while data flowed", c.hbCount.Load()-start)
-			}
-			var last protocol.UID
-			for i := 0; i < 20; i++ {
-				last = a.publish("flood", "t", `"`+strings.Repeat("d", 500)+`"`)
-			}
-			for seq < last.Seq {
-				m := c.nextMsg()
-				seq++
-				if m.sys() != 8 || m.str("uid") != (protocol.UID{Epoch: pos.Epoch, Seq: seq}).String() {
-					t.Fatalf("got %s, want FEED seq %d", m.raw, seq)
-				}
-			}
-		}
-		c.expectOpen()
-	})
-}
-
-func TestE2EShutdown(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		code int // option; 0 = default
-		want int
-	}{{"default 1001", 0, 1001}, {"1012", 1012, 1012}} {
-		t.Run(tc.name, func(t *testing.T) {
-			const spread = time.Second
-			o := e2eOptions()
-			o.ShutdownSpread = spread
-			o.ShutdownCloseCode = tc.code
-			a := startE2E(t, nil, o)
-			ready := func() int {
-				rec := httptest.NewRecorder()
-				a.srv.ReadyHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/ready", nil))
-				return rec.Code
-			}
-			if got := ready(); got != http.StatusOK {
-				t.Fatalf("ReadyHandler = %d before shutdown, want 200", got)
-			}
-			if a.srv.Draining() {
-				t.Fatal("Draining() before Shutdown")
-			}
-			var conns []*e2eConn
-			for i := 0; i < 5; i++ {
-				c := a.dial(t, "")
-				c.subscribe("sd")
-				conns = append(conns, c)
-			}
-			start := time.Now()
-			errc := make(chan error, 1)
-			go func() {
-				ctx, cancel := context.WithTimeout(context.Background(), e2eTimeout)
-				defer cancel()
-				errc <- a.srv.Shutdown(ctx)
-			}()
-			e2eWaitFor(t, "Draining()", a.srv.Draining)
-			if got := ready(); got != http.StatusServiceUnavailable {
-				t.Errorf("ReadyHandler = %d while draining, want 503", got)
-			}
-			_, resp, err := a.dialRaw(t, "", nil)
-			if err == nil {
-				t.Error("upgrade accepted while draining")
-			} else if resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
-				t.Errorf("upgrade while draining: %v (%v), want HTTP 503", resp, err)
-			}
-			for i, c := range conns {
-				code, _ := c.waitClosed()
-				if code != tc.want {
-					t.Errorf("socket %d closed with %d, want %d", i, code, tc.want)
-				}
-				c.expectTCPClosed()
-			}
-			if el := time.Since(start); el > spread+5*time.Second {
-				t.Errorf("sockets closed after %v, spread is %v", el, spread)
-			}
-			first, lastAt := conns[0].closedAt, conns[0].closedAt
-			for _, c := range conns {
-				if c.closedAt.Before(first) {
-					first = c.closedAt
-				}
-				if c.closedAt.After(lastAt) {
-					lastAt = c.closedAt
-				}
-			}
-			if lastAt.Sub(first) < spread/4 {
-				t.Errorf("5 sockets closed within %v, want them spread over %v", lastAt.Sub(first), spread)
-			}
-			if err := <-errc; err != nil {
-				t.Errorf("Shutdown: %v", err)
-			}
-			if err := a.srv.Shutdown(e2eCtx(t)); err != nil {
-				t.Errorf("second Shutdown: %v", err)
-			}
-		})
-	}
-	t.Run("cut short by ctx", func(t *testing.T) {
-		a := startE2E(t, nil, e2eOptions())
-		c := a.dial(t, "")
-		c.send(`{"sys":5,"topic":"stuck","id":1}`)
-		a.waitSlowStarted()
-		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-		defer cancel()
-		err := a.srv.Shutdown(ctx)
-		if !errors.Is(err, context.DeadlineExceeded) {
-			t.Errorf("Shutdown with a stuck ask: %v, want context.DeadlineExceeded", err)
-		}
-		a.unstick()
-		c.waitClosed()
-		// Shutdown may be called again to finish the work.
-		if err := a.srv.Shutdown(e2eCtx(t)); err != nil {
-			t.Errorf("Shutdown again after the ask returned: %v, want nil", err)
-		}
 	})
 }
 
@@ -410,38 +239,142 @@ func TestE2EUserIDEscaping(t *testing.T) {
 // e2eQueryUser is the query string naming user.
 func e2eQueryUser(user string) string { return url.Values{"user": {user}}.Encode() }
 
-// TestE2EBootRightAfterUpgrade: BootUser boots every socket of the user
-// (SERVER-API.md), including one whose upgrade has just completed. The
-// server answers the upgrade before it registers the socket, so a boot (or
-// a broadcast, a tell) arriving in between misses it and the booted user
-// stays connected.
-func TestE2EBootRightAfterUpgrade(t *testing.T) {
-	const n = 200
-	o := e2eOptions()
-	o.BootGrace = 100 * time.Millisecond
-	a := startE2E(t, nil, o)
-	conns := make([]*e2eConn, n)
-	for i := range conns {
-		user := fmt.Sprintf("u%d", i)
-		conns[i] = a.dial(t, "user="+user)
-		if err := a.srv.BootUser(e2eCtx(t), user, "kicked"); err != nil {
+func TestE2EBegin(t *testing.T) {
+	t.Run("no user, heartbeat off", func(t *testing.T) {
+		a := startE2E(t, nil, e2eOptions())
+		c := a.dial(t, "")
+		c.Send(`{"sys":3}`)
+		c.expectExact(`{"sys":3,"prot":{"v":1}}`)
+	})
+	t.Run("no user, heartbeat default", func(t *testing.T) {
+		o := e2eOptions()
+		o.HeartbeatInterval = 0 // default 30 s
+		a := startE2E(t, nil, o)
+		c := a.dial(t, "")
+		c.Send(`{"sys":3}`)
+		c.expectExact(`{"sys":3,"prot":{"v":1,"hb":true,"hbInterval":30000,"hbThreshold":2500}}`)
+	})
+	t.Run("heartbeat custom", func(t *testing.T) {
+		o := e2eOptions()
+		o.HeartbeatInterval = 1500 * time.Millisecond
+		o.HeartbeatThreshold = 700 * time.Millisecond
+		a := startE2E(t, nil, o)
+		c := a.dial(t, "")
+		c.Send(`{"sys":3}`)
+		c.expectExact(`{"sys":3,"prot":{"v":1,"hb":true,"hbInterval":1500,"hbThreshold":700}}`)
+	})
+	t.Run("with user", func(t *testing.T) {
+		a := startE2E(t, nil, e2eOptions())
+		c := a.dial(t, "user=alice")
+		m := c.begin()
+		pos := a.position("_user.alice")
+		want := `{"sys":3,"prot":{"v":1},"channel":"_user.alice","lastUid":"` + pos.String() + `"}`
+		if !e2eJSONEqual(m.raw, want) {
+			t.Fatalf("BEGIN reply %s, want %s", m.raw, want)
+		}
+		if string(m.fields["prot"]) != `{"v":1}` {
+			t.Errorf("prot = %s, want exactly {\"v\":1}", m.fields["prot"])
+		}
+		if ch := server.UserChannel("alice"); ch != "_user.alice" {
+			t.Errorf("UserChannel(alice) = %q", ch)
+		}
+		// A second BEGIN gets the same reply again.
+		c.Send(`{"sys":3}`)
+		c.expectExact(m.raw)
+	})
+	t.Run("with user and publications", func(t *testing.T) {
+		a := startE2E(t, nil, e2eOptions())
+		var last protocol.UID
+		for i := 0; i < 3; i++ {
+			last = a.publish("_user.bob", "dm", strconv.Itoa(i))
+		}
+		c := a.dial(t, "user=bob")
+		m := c.begin()
+		if m.str("channel") != "_user.bob" || m.str("lastUid") != last.String() {
+			t.Fatalf("BEGIN reply %s, want channel _user.bob lastUid %s", m.raw, last)
+		}
+		uid := a.publish("_user.bob", "dm", `"next"`)
+		c.expectFeed("_user.bob", "dm", `"next"`, uid)
+	})
+	t.Run("no user has no channel", func(t *testing.T) {
+		a := startE2E(t, nil, e2eOptions())
+		c := a.dial(t, "")
+		m := c.begin()
+		if m.has("channel") || m.has("lastUid") {
+			t.Fatalf("BEGIN reply without user carries a channel: %s", m.raw)
+		}
+	})
+}
+
+func TestE2EPlainHTTP(t *testing.T) {
+	a := startE2E(t, nil, e2eOptions())
+	for _, method := range []string{http.MethodGet, http.MethodPost, http.MethodHead} {
+		req, _ := http.NewRequest(method, a.hs.URL+"/", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
 			t.Fatal(err)
 		}
-	}
-	deadline := time.Now().Add(5 * time.Second) // every BOOT is due by then
-	var missed []int
-	for i, c := range conns {
-		f, ok := c.nextFrame(time.Until(deadline))
-		if ok && string(f.data) == `{"sys":9,"reason":"kicked"}` {
-			continue
+		resp.Body.Close()
+		if resp.StatusCode < 400 || resp.StatusCode >= 500 {
+			t.Errorf("%s without upgrade: HTTP %d, want a 4xx", method, resp.StatusCode)
 		}
-		if !ok && c.closeCode == 4001 {
-			continue
+	}
+	c := a.dial(t, "")
+	c.expectOpen()
+}
+
+func TestE2ECompression(t *testing.T) {
+	t.Run("declined by default", func(t *testing.T) {
+		a := startE2E(t, nil, e2eOptions())
+		c, resp, err := e2eDialURL(t, a.url, "", testutil.WireOptions{Compression: true})
+		if err != nil {
+			t.Fatal(err)
 		}
-		missed = append(missed, i)
-		deadline = time.Now().Add(100 * time.Millisecond) // the rest are late already
-	}
-	if len(missed) > 0 {
-		t.Fatalf("%d of %d sockets booted right after their upgrade got no BOOT (e.g. socket %d)", len(missed), n, missed[0])
-	}
+		if ext := resp.Header.Get("Sec-WebSocket-Extensions"); ext != "" {
+			t.Errorf("server accepted %q with compression off", ext)
+		}
+		c.begin()
+	})
+	t.Run("on", func(t *testing.T) {
+		o := e2eOptions()
+		o.EnableCompression = true
+		a := startE2E(t, nil, o)
+		c, resp, err := e2eDialURL(t, a.url, "user=alice", testutil.WireOptions{Compression: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ext := resp.Header.Get("Sec-WebSocket-Extensions"); !strings.Contains(ext, "permessage-deflate") {
+			t.Errorf("extensions %q, want permessage-deflate", ext)
+		}
+		m := c.begin()
+		if m.str("channel") != "_user.alice" {
+			t.Fatalf("BEGIN %s", m.raw)
+		}
+		pos := c.subscribe("zip")
+		msg := `{"text":"` + strings.Repeat("compress me ", 200) + `"}`
+		u := a.publish("zip", "t", msg)
+		if u.Seq != pos.Seq+1 {
+			t.Fatalf("uid %s after %s", u, pos)
+		}
+		c.expectFeed("zip", "t", msg, u)
+		c.Send(`{"sys":5,"topic":"echo","msg":` + msg + `,"id":1}`)
+		c.expectExact(`{"sys":7,"msg":` + msg + `,"id":1}`)
+		c.SendClose(protocol.CloseByClient, "bye")
+		if r := c.ExpectClose(protocol.CloseByClient); r != "bye" {
+			t.Errorf("echo reason %q", r)
+		}
+		c.ExpectTCPClosed()
+		// BOOT on a compressed socket.
+		b, _, err := e2eDialURL(t, a.url, "", testutil.WireOptions{Compression: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := a.srv.BootSocket(e2eCtx(t), b.whoami(), "zipped"); err != nil {
+			t.Fatal(err)
+		}
+		b.expectExact(`{"sys":9,"reason":"zipped"}`)
+		if r := b.ExpectClose(protocol.CloseBooted); r != "zipped" {
+			t.Errorf("close reason %q", r)
+		}
+	})
 }

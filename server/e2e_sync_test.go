@@ -1,6 +1,6 @@
 package server_test
 
-// Every SYNC outcome of PROTOCOL.md ("Recovery (SYNC)") over a real
+// Every SYNC outcome of docs/protocol.md ("7. Recovery (SYNC)") over a real
 // WebSocket.
 
 import (
@@ -53,7 +53,7 @@ type e2eSyncReply struct {
 // false and only for those.
 func (c *e2eConn) sync(frame string) e2eSyncReply {
 	c.t.Helper()
-	c.send(frame)
+	c.Send(frame)
 	m := c.nextMsg()
 	if m.sys() != 4 {
 		c.t.Fatalf("SYNC: got %.400s, want the SYNC reply", m.raw)
@@ -144,8 +144,8 @@ func TestE2ESyncRecovered(t *testing.T) {
 				last = a.publish(ch, "t", strconv.Itoa(i))
 				c1.expectFeed(ch, "t", strconv.Itoa(i), last)
 			}
-			c1.sendClose(protocol.CloseByClient, "")
-			c1.waitClosed()
+			c1.SendClose(protocol.CloseByClient, "")
+			c1.WaitClosed()
 			var want []string
 			for i := 0; i < n; i++ {
 				topic := "t" + strconv.Itoa(i%3)
@@ -232,7 +232,7 @@ func TestE2ESyncRecovered(t *testing.T) {
 				t.Fatal("a publication failed")
 			}
 			for seq < last.Seq {
-				check(c.next())
+				check(c.Next())
 			}
 			c.expectOpen()
 		})
@@ -376,8 +376,8 @@ func TestE2ESyncUserChannel(t *testing.T) {
 	if seen.Seq != begin.Seq+3 {
 		t.Fatalf("uids after BEGIN %s: %s", begin, seen)
 	}
-	c1.sendClose(protocol.CloseByClient, "")
-	c1.waitClosed()
+	c1.SendClose(protocol.CloseByClient, "")
+	c1.WaitClosed()
 	var missed []string
 	var last protocol.UID
 	for i := 0; i < 5; i++ {
@@ -525,8 +525,8 @@ func TestE2ESyncUnavailable(t *testing.T) {
 			}
 			tc.flag.Store(true)
 			c := a.dial(t, "")
-			c.send(e2eSyncFrame(e2eEntry(ch, e2eQ(from), "null")))
-			c.expectClose(protocol.CloseTryAgainLater)
+			c.Send(e2eSyncFrame(e2eEntry(ch, e2eQ(from), "null")))
+			c.ExpectClose(protocol.CloseTryAgainLater)
 			tc.flag.Store(false)
 			healthy.expectOpen()
 			// Once the backend is back, the same SYNC recovers.
@@ -544,12 +544,12 @@ func TestE2ESyncID(t *testing.T) {
 	a := startE2E(t, nil, e2eOptions())
 	c := a.dial(t, "")
 	t.Run("empty", func(t *testing.T) {
-		c.send(`{"sys":4,"subscriptions":[]}`)
+		c.Send(`{"sys":4,"subscriptions":[]}`)
 		c.expectExact(`{"sys":4,"result":{},"records":[]}`)
 	})
 	for _, id := range []string{`"s1"`, `0`, `17`} {
 		t.Run("id "+id, func(t *testing.T) {
-			c.send(`{"sys":4,"id":` + id + `,"subscriptions":[]}`)
+			c.Send(`{"sys":4,"id":` + id + `,"subscriptions":[]}`)
 			m := c.expectJSON(`{"sys":4,"id":` + id + `,"result":{},"records":[]}`)
 			if string(m.fields["id"]) != id {
 				t.Errorf("id %s, want %s byte for byte", m.fields["id"], id)
@@ -558,7 +558,7 @@ func TestE2ESyncID(t *testing.T) {
 	}
 	t.Run("id with entries", func(t *testing.T) {
 		pos := a.position("withid")
-		c.send(`{"sys":4,"subscriptions":[` + e2eEntry("withid", e2eQ(pos), "null") + `],"id":"z"}`)
+		c.Send(`{"sys":4,"subscriptions":[` + e2eEntry("withid", e2eQ(pos), "null") + `],"id":"z"}`)
 		c.expectJSON(`{"sys":4,"id":"z","result":{"withid":true},"records":[]}`)
 	})
 }
@@ -593,7 +593,7 @@ func TestE2ESyncWindowBoundaries(t *testing.T) {
 
 // TestE2ESyncFromWindow: recovery near the tail of a channel live on this
 // instance is served from the in-memory window, without a backend read
-// (DESIGN.md); beyond the window it reads the scaler.
+// (docs/architecture.md, "7. The path of a recovery"); beyond the window it reads the scaler.
 func TestE2ESyncFromWindow(t *testing.T) {
 	fs := &e2eFailScaler{Memory: scaler.NewMemory(scaler.MemoryOptions{Logger: e2eLogger()})}
 	o := e2eOptions()
@@ -625,5 +625,60 @@ func TestE2ESyncFromWindow(t *testing.T) {
 	}
 	if n := fs.sinceCalls.Load() - before; n == 0 {
 		t.Errorf("no backend read for a recovery beyond the window")
+	}
+}
+
+// TestE2ESyncHeldChannel: a SYNC for a channel the socket already holds,
+// from a uid behind what the socket was already sent (FEEDs on their way
+// to the client, which does not de-duplicate), is recovered with nothing
+// repeated and nothing skipped, whether records would come from the
+// recovery window or from the scaler; a channel repeated in one SYNC
+// counts once.
+func TestE2ESyncHeldChannel(t *testing.T) {
+	for _, win := range []int{0, -1} {
+		t.Run(map[int]string{0: "window", -1: "scaler"}[win], func(t *testing.T) {
+			o := e2eOptions()
+			o.RecoveryWindow = win
+			a := startE2E(t, nil, o)
+			c := a.dial(t, "")
+			pos := c.subscribe("held")
+			var uids []protocol.UID
+			for i := 1; i <= 3; i++ {
+				uids = append(uids, a.publish("held", "t", fmt.Sprint(i)))
+			}
+			seen := map[uint64]int{}
+			for i := 0; i < 3; i++ { // the FEEDs the server sent before the SYNCs
+				seen[e2eMustUID(t, c.nextMsg().str("uid")).Seq]++
+			}
+			// From before every FEED sent, then from after the first.
+			for _, from := range []protocol.UID{pos, uids[0]} {
+				r := c.sync(e2eSyncFrame(e2eEntry("held", e2eQ(from), "")))
+				r.expectOutcome(t, "held", true, "")
+				if len(r.records) != 0 {
+					t.Errorf("SYNC from %s: records %q, want none: the FEEDs were sent already", from, r.records)
+				}
+				for _, rec := range r.records {
+					seen[e2eMustUID(t, e2eParse(t, rec).str("uid")).Seq]++
+				}
+			}
+			u4 := a.publish("held", "t", "4")
+			c.expectFeed("held", "t", "4", u4)
+			seen[u4.Seq]++
+			for seq := uint64(1); seq <= 4; seq++ {
+				if seen[seq] != 1 {
+					t.Errorf("seq %d reached the client %d times, want once", seq, seen[seq])
+				}
+			}
+			c.expectOpen()
+			// A repeated entry in one SYNC counts once.
+			r := c.sync(e2eSyncFrame(e2eEntry("held", e2eQ(u4), "null"), e2eEntry("held", e2eQ(u4), "null")))
+			r.expectOutcome(t, "held", true, "")
+			if len(r.records) != 0 {
+				t.Fatalf("records %q", r.records)
+			}
+			u5 := a.publish("held", "t", "5")
+			c.expectFeed("held", "t", "5", u5)
+			c.expectOpen()
+		})
 	}
 }

@@ -65,7 +65,7 @@ func TestInvalidUTF8Refused(t *testing.T) {
 		"BootSocket":           func() error { return s.BootSocket(ctx, id, badText) },
 		"BootSession":          func() error { return s.BootSession(ctx, "ss", badText) },
 		"BootUser":             func() error { return s.BootUser(ctx, "uu", badText) },
-		"Publisher.Publish":    func() error { _, err := p.Publish(ctx, "ch", "t", badRaw, ""); return err },
+		"Publisher.Publish":    func() error { _, err := p.Publish(ctx, "ch", "t", badRaw, server.PublishOptions{}); return err },
 		"Publisher.Broadcast":  func() error { return p.Broadcast(ctx, badText, 1) },
 		"Publisher.TellUser":   func() error { return p.TellUser(ctx, "uu", "t", badNested) },
 		"Publisher.TellSocket": func() error { return p.TellSocket(ctx, id, "t", badRaw) },
@@ -140,10 +140,10 @@ func TestInvalidUTF8Reasons(t *testing.T) {
 	})
 	checkReason := func(t *testing.T, c *e2eConn, code int, wantPrefix string) {
 		t.Helper()
-		got, text := c.waitClosed()
+		got, text := c.WaitClosed()
 		if got != code || !utf8.ValidString(text) || len(text) > protocol.MaxReasonLen || !strings.HasPrefix(text, wantPrefix) {
 			t.Errorf("closed with %d %q (%v), want %d, a valid UTF-8 reason of at most %d bytes beginning %q",
-				got, text, c.readErr, code, protocol.MaxReasonLen, wantPrefix)
+				got, text, c.Err(), code, protocol.MaxReasonLen, wantPrefix)
 		}
 	}
 	t.Run("parser refusal message", func(t *testing.T) {
@@ -156,12 +156,12 @@ func TestInvalidUTF8Reasons(t *testing.T) {
 	t.Run("Socket.Close long reason", func(t *testing.T) {
 		c := a.dial(t, "")
 		b, _ := json.Marshal(long)
-		c.send(`{"sys":5,"topic":"close","msg":` + string(b) + `,"id":1}`)
+		c.Send(`{"sys":5,"topic":"close","msg":` + string(b) + `,"id":1}`)
 		checkReason(t, c, protocol.CloseBooted, strings.Repeat("é", 61))
 	})
 	t.Run("Socket.Close invalid reason", func(t *testing.T) {
 		c := a.dial(t, "")
-		c.send(`{"sys":5,"topic":"close","msg":"bad","id":1}`)
+		c.Send(`{"sys":5,"topic":"close","msg":"bad","id":1}`)
 		checkReason(t, c, protocol.CloseBooted, "bye caf")
 	})
 	t.Run("session refusal invalid and long", func(t *testing.T) {
@@ -197,7 +197,7 @@ func TestUTF8LiveAndRecoveredIdentical(t *testing.T) {
 			var frames []string
 			for _, m := range msgs {
 				u := a.publish("uni", "tópico", m)
-				f := live.next()
+				f := live.Next()
 				if !strings.Contains(f, `"uid":"`+u.String()+`"`) {
 					t.Fatalf("live frame %s, want uid %v", f, u)
 				}

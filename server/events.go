@@ -74,6 +74,4 @@ type Stats struct {
 	SlowConsumerCloses uint64
 	// BadFrames counts bad frames received.
 	BadFrames uint64
-	// Writers is the number of writer goroutines running now.
-	Writers int
 }

@@ -2,17 +2,17 @@ package server
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
+	"encoding/binary"
 	"io"
 	"log/slog"
+	"net"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
-	"github.com/gorilla/websocket"
-	"github.com/sss-go/sss/protocol"
+	"github.com/sss-go/sss/internal/testutil"
 	"github.com/sss-go/sss/scaler"
 )
 
@@ -56,106 +56,121 @@ func newTestServer(t *testing.T, sc scaler.Scaler, opts Options) *testServer {
 	return ts
 }
 
-// client is a raw test client.
-type client struct {
-	t  *testing.T
-	ws *websocket.Conn
+// A socket of a real server on a fake connection, for the tests of the
+// writer, the send queue and heartbeats.
+
+// fakeConn records every Write; with a gate, Write blocks until the gate
+// is closed.
+type fakeConn struct {
+	net.Conn
+	mu     sync.Mutex
+	writes [][]byte
+	gate   chan struct{}
+	closed chan struct{}
+	once   sync.Once
+	wrote  chan struct{} // signalled (non-blocking) after each write
 }
 
-func dial(t *testing.T, url string) *client {
+func newFakeConn(gated bool) *fakeConn {
+	c := &fakeConn{closed: make(chan struct{}), wrote: make(chan struct{}, 1)}
+	if gated {
+		c.gate = make(chan struct{})
+	}
+	return c
+}
+
+func (c *fakeConn) Write(p []byte) (int, error) {
+	if c.gate != nil {
+		select {
+		case <-c.gate:
+		case <-c.closed:
+			return 0, net.ErrClosed
+		}
+	}
+	c.mu.Lock()
+	c.writes = append(c.writes, append([]byte(nil), p...))
+	c.mu.Unlock()
+	select {
+	case c.wrote <- struct{}{}:
+	default:
+	}
+	return len(p), nil
+}
+
+func (c *fakeConn) Close() error                     { c.once.Do(func() { close(c.closed) }); return nil }
+func (c *fakeConn) SetWriteDeadline(time.Time) error { return nil }
+func (c *fakeConn) SetDeadline(time.Time) error      { return nil }
+func (c *fakeConn) SetReadDeadline(time.Time) error  { return nil }
+func (c *fakeConn) RemoteAddr() net.Addr             { return &net.TCPAddr{} }
+func (c *fakeConn) LocalAddr() net.Addr              { return &net.TCPAddr{} }
+func (c *fakeConn) Read(p []byte) (int, error)       { <-c.closed; return 0, net.ErrClosed }
+func (c *fakeConn) snapshot() (calls int, all []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, w := range c.writes {
+		all = append(all, w...)
+	}
+	return len(c.writes), all
+}
+
+type wireFrame struct {
+	op      byte
+	payload string
+}
+
+// parseFrames splits unmasked server frames.
+func parseFrames(t *testing.T, b []byte) []wireFrame {
 	t.Helper()
-	ws, _, err := websocket.DefaultDialer.Dial(url, nil)
-	if err != nil {
-		t.Fatalf("dial: %v", err)
-	}
-	t.Cleanup(func() { ws.Close() })
-	return &client{t: t, ws: ws}
-}
-
-func (c *client) send(s string) {
-	c.t.Helper()
-	if err := c.ws.WriteMessage(websocket.TextMessage, []byte(s)); err != nil {
-		c.t.Fatalf("write: %v", err)
-	}
-}
-
-// read returns the next frame that is not a heartbeat.
-func (c *client) read() string {
-	c.t.Helper()
-	for {
-		_ = c.ws.SetReadDeadline(time.Now().Add(testTimeout))
-		_, data, err := c.ws.ReadMessage()
-		if err != nil {
-			c.t.Fatalf("read: %v", err)
+	var out []wireFrame
+	for len(b) > 0 {
+		if len(b) < 2 || b[0]&0x80 == 0 || b[1]&0x80 != 0 {
+			t.Fatalf("bad frame header % x", b[:min(len(b), 4)])
 		}
-		if string(data) == "h" {
-			continue
+		op, n, h := b[0]&0x0f, int(b[1]&0x7f), 2
+		switch n {
+		case 126:
+			n, h = int(binary.BigEndian.Uint16(b[2:4])), 4
+		case 127:
+			n, h = int(binary.BigEndian.Uint64(b[2:10])), 10
 		}
-		return string(data)
+		out = append(out, wireFrame{op, string(b[h : h+n])})
+		b = b[h+n:]
 	}
+	return out
 }
 
-// readMsg decodes the next frame.
-func (c *client) readMsg() *protocol.Message {
-	c.t.Helper()
-	s := c.read()
-	m, err := protocol.DecodeServer([]byte(s), protocol.Limits{})
-	if err != nil {
-		c.t.Fatalf("decode %s: %v", s, err)
-	}
-	return m
-}
-
-// expectClose reads until the connection closes and returns the close
-// code and reason.
-func (c *client) expectClose() (int, string) {
-	c.t.Helper()
-	for {
-		_ = c.ws.SetReadDeadline(time.Now().Add(testTimeout))
-		_, _, err := c.ws.ReadMessage()
-		if err != nil {
-			var ce *websocket.CloseError
-			if errors.As(err, &ce) {
-				return ce.Code, ce.Text
-			}
-			c.t.Fatalf("expected close frame, got %v", err)
-		}
-	}
-}
-
-func (c *client) begin() *protocol.Message {
-	c.t.Helper()
-	c.send(`{"sys":3}`)
-	m := c.readMsg()
-	if m.Sys != protocol.SysBegin {
-		c.t.Fatalf("BEGIN reply sys = %d", m.Sys)
-	}
-	return m
-}
-
-func (c *client) subscribe(channel string, id int) *protocol.Message {
-	c.t.Helper()
-	c.send(`{"sys":1,"channel":"` + channel + `","id":` + itoa(id) + `}`)
-	m := c.readMsg()
-	if m.Sys != protocol.SysSubscribe || m.Channel != channel || !m.Result {
-		c.t.Fatalf("SUBSCRIBE reply %+v", m)
-	}
-	return m
-}
-
-func itoa(i int) string {
-	b, _ := json.Marshal(i)
-	return string(b)
-}
-
-// waitFor polls cond until true or the deadline.
-func waitFor(t *testing.T, what string, cond func() bool) {
+// fakeSocket is a socket on a fake connection of a real server.
+func fakeSocket(t *testing.T, opts Options, gated bool) (*Server, *Socket, *fakeConn) {
 	t.Helper()
-	deadline := time.Now().Add(testTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
+	if opts.HeartbeatInterval == 0 {
+		opts.HeartbeatInterval = -1
 	}
+	opts.Logger = quietLogger()
+	srv, err := New(context.Background(), nil, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fc := newFakeConn(gated)
+	s := &Socket{srv: srv, id: "fake", nc: fc, connGone: make(chan struct{})}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	t.Cleanup(func() {
+		fc.Close()
+		s.cancel()
+		ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	})
+	return srv, s, fc
+}
+
+// waitFrames waits until the connection got at least n frames.
+func waitFrames(t *testing.T, fc *fakeConn, n int) []wireFrame {
+	t.Helper()
+	var frames []wireFrame
+	testutil.WaitFor(t, testTimeout, func() bool {
+		_, all := fc.snapshot()
+		frames = parseFrames(t, all)
+		return len(frames) >= n
+	}, "frames")
+	return frames
 }

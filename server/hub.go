@@ -92,7 +92,7 @@ func (h *hub) join(ctx context.Context, s *Socket, name string, max int, fn func
 			ch.win.init(h.srv.opts.RecoveryWindow)
 			sh.m[name] = ch
 			sh.mu.Unlock()
-			return true, h.create(ctx, sh, ch, s, fn)
+			return true, h.create(ctx, ch, s, fn)
 		}
 		sh.mu.Unlock()
 		ch.mu.Lock()
@@ -133,20 +133,10 @@ func (h *hub) join(ctx context.Context, s *Socket, name string, max int, fn func
 }
 
 // create runs the scaler subscription of a new channel entry.
-func (h *hub) create(ctx context.Context, sh *hubShard, ch *hubChannel, s *Socket, fn func(*hubChannel, protocol.UID)) error {
+func (h *hub) create(ctx context.Context, ch *hubChannel, s *Socket, fn func(*hubChannel, protocol.UID)) error {
 	pos, err := h.srv.sc.Subscribe(ctx, ch.name)
 	if err != nil {
-		sh.mu.Lock()
-		if sh.m[ch.name] == ch {
-			delete(sh.m, ch.name)
-		}
-		sh.mu.Unlock()
-		ch.mu.Lock()
-		ch.state = chanDead
-		close(ch.settled)
-		ch.settled = nil
-		ch.pending = nil
-		ch.mu.Unlock()
+		h.drop(ch)
 		return err
 	}
 	ch.mu.Lock()
@@ -176,10 +166,7 @@ func (h *hub) create(ctx context.Context, sh *hubShard, ch *hubChannel, s *Socke
 // instance unsubscribes from the scaler. It reports whether the channel was
 // vacated.
 func (h *hub) leave(ctx context.Context, s *Socket, name string) bool {
-	sh := h.shard(name)
-	sh.mu.RLock()
-	ch := sh.m[name]
-	sh.mu.RUnlock()
+	ch := h.lookup(name)
 	if ch == nil {
 		return false
 	}
@@ -210,18 +197,26 @@ func (h *hub) leave(ctx context.Context, s *Socket, name string) bool {
 	if err := h.srv.sc.Unsubscribe(ctx, name); err != nil {
 		h.srv.log.Warn("sss: scaler unsubscribe failed", "channel", name, "err", err)
 	}
+	h.drop(ch)
+	return true
+}
+
+// drop ends a channel entry whose scaler subscription failed or ended:
+// it leaves the shard, and those waiting for it to settle go on.
+func (h *hub) drop(ch *hubChannel) {
+	sh := h.shard(ch.name)
 	sh.mu.Lock()
-	if sh.m[name] == ch {
-		delete(sh.m, name)
+	if sh.m[ch.name] == ch {
+		delete(sh.m, ch.name)
 	}
 	sh.mu.Unlock()
 	ch.mu.Lock()
 	ch.state = chanDead
 	close(ch.settled)
 	ch.settled = nil
+	ch.pending = nil
 	ch.win = window{}
 	ch.mu.Unlock()
-	return true
 }
 
 // publication is the scaler's delivery callback.
@@ -272,70 +267,6 @@ func (h *hub) deliverLocked(ch *hubChannel, p scaler.Publication) (int, bool) {
 	return len(subs), true
 }
 
-// feedMsg returns the msg of a publication's FEED: null for none, and
-// valid UTF-8 whatever the backend returned (validOrReplaced), the same
-// for the live and the recovered frame.
-func feedMsg(p scaler.Publication) []byte {
-	if p.Msg == nil {
-		return nullJSON
-	}
-	return validOrReplaced(p.Msg)
-}
-
-// newPubFrame encodes a publication's FEED.
-func newPubFrame(p scaler.Publication) *pubFrame {
-	msg := feedMsg(p)
-	b := make([]byte, 0, len(msg)+len(p.Channel)+len(p.Topic)+len(p.UID.Epoch)+64)
-	return &pubFrame{channel: p.Channel, uid: p.UID, data: protocol.AppendFeed(b, p.Channel, p.Topic, msg, p.UID)}
-}
-
-// frameSlab carves a channel's publication frames and their bytes out of
-// chunks, so the fan-out path allocates a fraction of an object per
-// publication instead of two. Chunks start small and double (a quiet
-// channel holds little), and a chunk stays alive while any frame cut from
-// it is queued or in the recovery window. Used under the channel's lock.
-type frameSlab struct {
-	frames []pubFrame
-	nextN  int
-	buf    []byte
-	nextB  int
-}
-
-const (
-	slabMaxFrames = 64
-	slabMaxBytes  = 32 << 10
-	slabBigFrame  = 4 << 10 // frames larger than this get their own slice
-)
-
-func (sl *frameSlab) frame(p scaler.Publication) *pubFrame {
-	if len(sl.frames) == 0 {
-		sl.nextN = min(max(sl.nextN*2, 4), slabMaxFrames)
-		sl.frames = make([]pubFrame, sl.nextN)
-	}
-	pf := &sl.frames[0]
-	sl.frames = sl.frames[1:]
-	msg := feedMsg(p)
-	need := len(msg) + len(p.Channel) + len(p.Topic) + len(p.UID.Epoch) + 64
-	var b []byte
-	if need > slabBigFrame {
-		b = make([]byte, 0, need)
-	} else {
-		if cap(sl.buf)-len(sl.buf) < need {
-			sl.nextB = min(max(sl.nextB*2, 1<<10), slabMaxBytes)
-			sl.buf = make([]byte, 0, max(sl.nextB, need))
-		}
-		b = sl.buf[len(sl.buf):len(sl.buf)]
-	}
-	data := protocol.AppendFeed(b, p.Channel, p.Topic, msg, p.UID)
-	if need <= slabBigFrame {
-		if len(data) <= cap(sl.buf)-len(sl.buf) && len(data) > 0 && &data[0] == &sl.buf[:len(sl.buf)+1][len(sl.buf)] {
-			sl.buf = sl.buf[:len(sl.buf)+len(data)]
-		}
-	}
-	pf.channel, pf.uid, pf.data = p.Channel, p.UID, data[:len(data):len(data)]
-	return pf
-}
-
 // reset handles a stream that could not continue without a hole: every
 // local subscriber must recover, so each is closed with 1012 and will be
 // told "not recoverable" by its SYNC.
@@ -369,86 +300,33 @@ func (h *hub) subscribers(channel string) []*Socket {
 // channels returns the channels with at least one local subscriber.
 func (h *hub) channels() []string {
 	var out []string
+	h.eachLive(func(name string, _ int) { out = append(out, name) })
+	return out
+}
+
+// counts returns the number of live channels and of subscriptions.
+func (h *hub) counts() (channels, subs int) {
+	h.eachLive(func(_ string, n int) {
+		channels++
+		subs += n
+	})
+	return channels, subs
+}
+
+// eachLive calls fn with the name and the number of local subscribers of
+// every live channel that has some, under the shard's and the channel's
+// locks: fn must only count.
+func (h *hub) eachLive(fn func(name string, subs int)) {
 	for i := range h.shards {
 		sh := &h.shards[i]
 		sh.mu.RLock()
 		for name, ch := range sh.m {
 			ch.mu.Lock()
 			if ch.state == chanLive && len(ch.subs) > 0 {
-				out = append(out, name)
+				fn(name, len(ch.subs))
 			}
 			ch.mu.Unlock()
 		}
 		sh.mu.RUnlock()
 	}
-	return out
-}
-
-// counts returns the number of live channels and of subscriptions.
-func (h *hub) counts() (channels, subs int) {
-	for i := range h.shards {
-		sh := &h.shards[i]
-		sh.mu.RLock()
-		for _, ch := range sh.m {
-			ch.mu.Lock()
-			if ch.state == chanLive && len(ch.subs) > 0 {
-				channels++
-				subs += len(ch.subs)
-			}
-			ch.mu.Unlock()
-		}
-		sh.mu.RUnlock()
-	}
-	return channels, subs
-}
-
-// window keeps the newest publications of a live channel for recovery.
-type window struct {
-	buf   []*pubFrame
-	start int
-	n     int
-}
-
-func (w *window) init(size int) {
-	if size > 0 {
-		w.buf = make([]*pubFrame, size)
-	}
-}
-
-func (w *window) reset() {
-	clear(w.buf)
-	w.start, w.n = 0, 0
-}
-
-func (w *window) push(pf *pubFrame) {
-	if len(w.buf) == 0 {
-		return
-	}
-	if w.n < len(w.buf) {
-		w.buf[(w.start+w.n)%len(w.buf)] = pf
-		w.n++
-		return
-	}
-	w.buf[w.start] = pf
-	w.start = (w.start + 1) % len(w.buf)
-}
-
-// since returns the kept publications after `after`, up to the newest, and
-// whether the window covers every one of them.
-func (w *window) since(after protocol.UID) ([]*pubFrame, bool) {
-	if w.n == 0 {
-		return nil, false
-	}
-	first := w.buf[w.start]
-	if first.uid.Epoch != after.Epoch || after.Seq+1 < first.uid.Seq {
-		return nil, false
-	}
-	var out []*pubFrame
-	for i := 0; i < w.n; i++ {
-		pf := w.buf[(w.start+i)%len(w.buf)]
-		if pf.uid.Seq > after.Seq {
-			out = append(out, pf)
-		}
-	}
-	return out, true
 }

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -28,38 +27,6 @@ type Session struct {
 	Info json.RawMessage
 }
 
-// SessionParser runs on the upgrade request, on the HTTP handler's
-// goroutine. It returns the session of an accepted request, or an error to
-// refuse it: the upgrade then completes and the socket is closed at once
-// with 4001 and the error's message as reason (a *protocol.Error's Message,
-// else "refused"), or HTTP 403 is answered with Options.RefuseWithHTTP403.
-// A panic is logged and answered with HTTP 500 (the client retries).
-type SessionParser func(r *http.Request) (*Session, error)
-
-// SubscriptionParser decides a SUBSCRIBE or SYNC entry of a non-user
-// channel. It runs on the socket's handler goroutine (see TellHandler). It
-// returns nil to accept (optionally with channel option overrides; nil
-// keeps the options of the channel's rule), a *protocol.Error to refuse
-// (Code defaulted to "refused"), or any other error, answered as
-// "internal" and logged; a panic is answered "internal" and logged too.
-// An override of Presence decides whether this socket is recorded and
-// announced; Server.Presence and Server.Count follow the channel's rule.
-type SubscriptionParser func(ctx context.Context, sock *Socket, channel string, query json.RawMessage) (*ChannelOptions, error)
-
-// AskHandler answers an ASK. It runs on a goroutine of its own; ctx is
-// cancelled when the socket closes. The result is marshalled with
-// encoding/json (a json.RawMessage goes verbatim; HTML is not escaped). An
-// error of type *protocol.Error goes to the client as is (Code "app_error"
-// if empty); any other error or a panic is answered "internal" and logged.
-type AskHandler func(ctx context.Context, sock *Socket, msg json.RawMessage) (any, error)
-
-// TellHandler receives a client TELL. It runs on the socket's handler
-// goroutine, which handles the socket's frames one at a time in the order
-// they came, so tells of one socket are handled in order; it should not
-// block for long (the socket's later frames wait meanwhile; heartbeats and
-// close frames are still read). A panic is logged.
-type TellHandler func(ctx context.Context, sock *Socket, msg json.RawMessage)
-
 // ChannelOptions tunes the channels that match a rule.
 type ChannelOptions struct {
 	// Presence turns on presence for the channel: its subscribers are
@@ -68,13 +35,12 @@ type ChannelOptions struct {
 	// instance. Off, the server makes no presence writes for it and
 	// Server.Presence and Server.Count return ErrPresenceOff.
 	Presence bool
-	// ClientPublish is reserved for applications (e.g. a tell handler that
-	// publishes); the server never publishes on its own.
-	ClientPublish bool
 	// MaxSubscribers bounds the sockets subscribed to the channel on this
 	// instance; 0 means unlimited.
 	MaxSubscribers int
-	// History is informational: retention belongs to the scaler.
+	// History is informational only: the server does nothing with it
+	// (how long publications are kept is the scaler's to decide), and an
+	// application may read it back from its own rules.
 	History bool
 }
 
@@ -101,8 +67,9 @@ type Options struct {
 	// RefuseWithHTTP403 answers a refused session with HTTP 403 instead of
 	// completing the upgrade and closing with 4001.
 	RefuseWithHTTP403 bool
-	// CheckOrigin decides the Origin check; nil accepts requests without an
-	// Origin header, same-origin requests and AllowedOrigins.
+	// CheckOrigin decides the Origin check, on the HTTP handler's
+	// goroutine (a panic refuses the request); nil accepts requests
+	// without an Origin header, same-origin requests and AllowedOrigins.
 	CheckOrigin func(r *http.Request) bool
 	// AllowedOrigins are origins ("https://example.com") accepted by the
 	// default check besides same-origin ones; "*" accepts all.
@@ -164,7 +131,7 @@ type Options struct {
 	// such bound. Default 5 s.
 	BackendTimeout time.Duration
 	// EnableCompression negotiates permessage-deflate when a client offers
-	// it. Off by default (PROTOCOL.md).
+	// it. Off by default (docs/protocol.md, "1. Transport").
 	EnableCompression bool
 	// OnOpen is called when a socket is open (after the upgrade), on the
 	// HTTP handler's goroutine. It must not block.
@@ -178,18 +145,25 @@ type Options struct {
 	// goroutine, with the close code and reason the server sent (or
 	// echoed); 1006 when the connection broke without a close frame.
 	OnClose func(sock *Socket, code int, reason string)
-	// OnSubscribe is called after a socket's subscription is granted.
+	// OnSubscribe is called after a socket's subscription is granted, on
+	// the socket's handler goroutine; it should return quickly (the
+	// socket's later frames wait).
 	OnSubscribe func(sock *Socket, channel string)
-	// OnUnsubscribe is called after a socket's subscription ends.
+	// OnUnsubscribe is called after a socket's subscription ends: on the
+	// socket's handler goroutine (UNSUBSCRIBE), its reader goroutine (the
+	// socket is gone) or the goroutine of a BootChannel; it should return
+	// quickly.
 	OnUnsubscribe func(sock *Socket, channel string)
 	// OnChannelOccupied is called when a channel gains its first
-	// subscriber on this instance.
+	// subscriber on this instance, on that socket's handler goroutine.
 	OnChannelOccupied func(channel string)
 	// OnChannelVacated is called when a channel loses its last subscriber
-	// on this instance.
+	// on this instance, on the goroutine of OnUnsubscribe.
 	OnChannelVacated func(channel string)
-	// OnEvent receives metrics events. It is called from hot paths (but
-	// never under a lock of the server) and must not block.
+	// OnEvent receives metrics events, on the goroutine where each
+	// happens (see the package doc, "Concurrency"). It is called from
+	// hot paths (but never under a lock of the server) and must not
+	// block.
 	OnEvent func(e Event)
 	// Logger receives the server's logs; nil means slog.Default().
 	Logger *slog.Logger
@@ -198,62 +172,28 @@ type Options struct {
 // withDefaults returns o with every zero field set to its default, and
 // validates it.
 func (o Options) withDefaults() (Options, error) {
-	if o.HeartbeatInterval == 0 {
-		o.HeartbeatInterval = 30 * time.Second
-	}
-	if o.HeartbeatThreshold <= 0 {
-		o.HeartbeatThreshold = 2500 * time.Millisecond
-	}
-	if o.MaxFrameBytes <= 0 {
-		o.MaxFrameBytes = protocol.DefaultMaxFrameBytes
-	}
-	if o.MaxDepth <= 0 {
-		o.MaxDepth = protocol.DefaultMaxDepth
-	}
-	if o.MaxChannelLen <= 0 {
-		o.MaxChannelLen = protocol.DefaultMaxChannelLen
-	}
-	if o.MaxSubscriptions <= 0 {
-		o.MaxSubscriptions = 1000
-	}
-	if o.BadFrameLimit == 0 {
-		o.BadFrameLimit = 10
-	}
-	if o.BadFrameWindow <= 0 {
-		o.BadFrameWindow = 10 * time.Second
-	}
-	if o.MaxConcurrentAsks <= 0 {
-		o.MaxConcurrentAsks = 64
-	}
-	if o.SendQueueMessages <= 0 {
-		o.SendQueueMessages = 1024
-	}
-	if o.SendQueueBytes <= 0 {
-		o.SendQueueBytes = 4 << 20
-	}
-	if o.MaxRecovery <= 0 {
-		o.MaxRecovery = 1000
-	}
-	if o.RecoveryWindow == 0 {
-		o.RecoveryWindow = 256
-	}
-	if o.BootGrace <= 0 {
-		o.BootGrace = 2 * time.Second
-	}
-	if o.ShutdownSpread == 0 {
-		o.ShutdownSpread = 10 * time.Second
-	}
-	if o.ShutdownCloseCode == 0 {
-		o.ShutdownCloseCode = protocol.CloseGoingAway
-	}
+	// Zero or negative means the default.
+	positive(&o.HeartbeatThreshold, 2500*time.Millisecond)
+	positive(&o.MaxFrameBytes, protocol.DefaultMaxFrameBytes)
+	positive(&o.MaxDepth, protocol.DefaultMaxDepth)
+	positive(&o.MaxChannelLen, protocol.DefaultMaxChannelLen)
+	positive(&o.MaxSubscriptions, 1000)
+	positive(&o.BadFrameWindow, 10*time.Second)
+	positive(&o.MaxConcurrentAsks, 64)
+	positive(&o.SendQueueMessages, 1024)
+	positive(&o.SendQueueBytes, 4<<20)
+	positive(&o.MaxRecovery, 1000)
+	positive(&o.BootGrace, 2*time.Second)
+	positive(&o.WriteTimeout, 10*time.Second)
+	positive(&o.BackendTimeout, 5*time.Second)
+	// Zero means the default; negative means off.
+	nonZero(&o.HeartbeatInterval, 30*time.Second)
+	nonZero(&o.BadFrameLimit, 10)
+	nonZero(&o.RecoveryWindow, 256)
+	nonZero(&o.ShutdownSpread, 10*time.Second)
+	nonZero(&o.ShutdownCloseCode, protocol.CloseGoingAway)
 	if o.ShutdownCloseCode != protocol.CloseGoingAway && o.ShutdownCloseCode != protocol.CloseServiceRestart {
 		return o, fmt.Errorf("%w: ShutdownCloseCode must be 1001 or 1012, not %d", ErrBadOptions, o.ShutdownCloseCode)
-	}
-	if o.WriteTimeout <= 0 {
-		o.WriteTimeout = 10 * time.Second
-	}
-	if o.BackendTimeout <= 0 {
-		o.BackendTimeout = 5 * time.Second
 	}
 	for _, r := range o.Channels {
 		if _, err := path.Match(r.Pattern, ""); err != nil {
@@ -264,6 +204,20 @@ func (o Options) withDefaults() (Options, error) {
 		o.Logger = slog.Default()
 	}
 	return o, nil
+}
+
+// positive sets *v to def unless it is positive.
+func positive[T int | time.Duration](v *T, def T) {
+	if *v <= 0 {
+		*v = def
+	}
+}
+
+// nonZero sets *v to def when it is zero.
+func nonZero[T int | time.Duration](v *T, def T) {
+	if *v == 0 {
+		*v = def
+	}
 }
 
 // channelOptions returns the options of the first rule matching channel.

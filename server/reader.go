@@ -153,13 +153,6 @@ func readLimited(r io.Reader, max int) (data []byte, tooBig bool, err error) {
 	}
 }
 
-func (s *Socket) isClosing() bool {
-	s.mu.Lock()
-	c := s.closing
-	s.mu.Unlock()
-	return c
-}
-
 // finish runs once the reader and the handler are done: the socket leaves
 // everything.
 func (s *Socket) finish() {

@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -17,13 +16,15 @@ import (
 	"github.com/sss-go/sss/scaler"
 )
 
-// Server is an http.Handler speaking the SSS protocol (PROTOCOL.md) over
-// WebSocket, connected to the other instances through a scaler.Scaler.
+// Server is an http.Handler speaking the sss protocol (docs/protocol.md)
+// over WebSocket, connected to the other instances through a
+// scaler.Scaler. Its Publish, Broadcast, Boot and Tell methods are shared
+// with Publisher.
 type Server struct {
+	controls // sc, its control plane (or localPlane), Publish, Broadcast, Boot*, Tell*
+
 	opts     Options
 	log      *slog.Logger
-	sc       scaler.Scaler
-	cp       scaler.ControlPlane  // sc's, or this instance only
 	presence scaler.PresenceStore // sc's, or this instance only
 	users    scaler.UserRegistry  // sc's, or nil
 	ownSc    bool
@@ -76,7 +77,6 @@ func New(ctx context.Context, sc scaler.Scaler, opts Options) (*Server, error) {
 	s := &Server{
 		opts:      o,
 		log:       o.Logger,
-		sc:        sc,
 		writers:   newWriterPool(),
 		asks:      make(map[string]AskHandler),
 		tells:     make(map[string]TellHandler),
@@ -85,13 +85,13 @@ func New(ctx context.Context, sc scaler.Scaler, opts Options) (*Server, error) {
 		bySession: make(map[string]map[*Socket]struct{}),
 		shutDone:  make(chan struct{}),
 	}
-	if s.sc == nil {
-		s.sc = scaler.NewMemory(scaler.MemoryOptions{Logger: o.Logger})
+	if sc == nil {
+		sc = scaler.NewMemory(scaler.MemoryOptions{Logger: o.Logger})
 		s.ownSc = true
 	}
-	s.cp = controlPlane(s.sc, localPlane{s})
-	s.presence = presenceStore(s.sc)
-	s.users, _ = s.sc.(scaler.UserRegistry)
+	s.controls = controls{sc: sc, cp: controlPlane(sc, localPlane{s}), maxLen: o.MaxChannelLen, srv: s}
+	s.presence = presenceStore(sc)
+	s.users, _ = sc.(scaler.UserRegistry)
 	s.hub = newHub(s)
 	s.work.init()
 	s.up = websocket.Upgrader{
@@ -103,7 +103,19 @@ func New(ctx context.Context, sc scaler.Scaler, opts Options) (*Server, error) {
 			http.Error(w, http.StatusText(status), status)
 		},
 	}
-	err = s.sc.Start(ctx, scaler.Handler{
+	if err := s.startScaler(ctx); err != nil {
+		return nil, err
+	}
+	if o.HeartbeatInterval > 0 {
+		s.wheel = newWheel(o.HeartbeatInterval, heartbeat)
+	}
+	return s, nil
+}
+
+// startScaler starts the scaler with the server's handler; a scaler New
+// made is closed again when that fails.
+func (s *Server) startScaler(ctx context.Context) error {
+	err := s.sc.Start(ctx, scaler.Handler{
 		Publication: s.hub.publication,
 		Reset:       s.onReset,
 		Control:     s.onControl,
@@ -113,63 +125,29 @@ func New(ctx context.Context, sc scaler.Scaler, opts Options) (*Server, error) {
 			}
 		},
 	})
-	if err != nil {
-		if s.ownSc {
-			cctx, cancel := context.WithTimeout(context.Background(), o.BackendTimeout)
-			_ = s.sc.Close(cctx)
-			cancel()
-		}
-		return nil, fmt.Errorf("sss/server: start scaler: %w", err)
+	if err == nil {
+		return nil
 	}
-	if o.HeartbeatInterval > 0 {
-		s.wheel = newWheel(o.HeartbeatInterval, heartbeat)
+	if s.ownSc {
+		cctx, cancel := context.WithTimeout(context.Background(), s.opts.BackendTimeout)
+		_ = s.sc.Close(cctx)
+		cancel()
 	}
-	return s, nil
+	return fmt.Errorf("sss/server: start scaler: %w", err)
+}
+
+// published counts a Publish of this server and reports it to OnEvent.
+func (s *Server) published(channel string, took time.Duration, err error) {
+	if err == nil {
+		s.stats.published.Add(1)
+	}
+	if s.opts.OnEvent != nil {
+		s.emit(Event{Kind: EventPublish, Channel: channel, Latency: took, Err: err})
+	}
 }
 
 // Scaler returns the server's scaler.
 func (s *Server) Scaler() scaler.Scaler { return s.sc }
-
-// HandleAsk sets the handler of an ask topic. It may be called at any time;
-// it panics on an empty topic, a nil handler or a topic already handled
-// (setup mistakes).
-func (s *Server) HandleAsk(topic string, fn AskHandler) {
-	if topic == "" || fn == nil {
-		panic("sss/server: HandleAsk with empty topic or nil handler")
-	}
-	s.hmu.Lock()
-	defer s.hmu.Unlock()
-	if _, dup := s.asks[topic]; dup {
-		panic("sss/server: HandleAsk: duplicate topic " + topic)
-	}
-	s.asks[topic] = fn
-}
-
-// HandleTell sets the handler of a client tell topic; the same rules as
-// HandleAsk apply.
-func (s *Server) HandleTell(topic string, fn TellHandler) {
-	if topic == "" || fn == nil {
-		panic("sss/server: HandleTell with empty topic or nil handler")
-	}
-	s.hmu.Lock()
-	defer s.hmu.Unlock()
-	if _, dup := s.tells[topic]; dup {
-		panic("sss/server: HandleTell: duplicate topic " + topic)
-	}
-	s.tells[topic] = fn
-}
-
-func (s *Server) askHandler(topic string) AskHandler {
-	s.hmu.RLock()
-	defer s.hmu.RUnlock()
-	return s.asks[topic]
-}
-
-func (s *Server) tellHandler(topic string) TellHandler {
-	s.hmu.RLock()
-	defer s.hmu.RUnlock()
-	return s.tells[topic]
-}
 
 // prot returns BEGIN's prot object.
 func (s *Server) prot() protocol.Prot {
@@ -178,44 +156,6 @@ func (s *Server) prot() protocol.Prot {
 	}
 	return protocol.Prot{V: 1, HB: true, HBInterval: int(s.opts.HeartbeatInterval / time.Millisecond),
 		HBThreshold: int(s.opts.HeartbeatThreshold / time.Millisecond)}
-}
-
-// socketsOf returns the local sockets of a user or session ("" key =
-// every socket).
-func (s *Server) socketsOf(m map[string]map[*Socket]struct{}, key string) []*Socket {
-	s.smu.RLock()
-	defer s.smu.RUnlock()
-	var out []*Socket
-	if m == nil {
-		out = make([]*Socket, 0, len(s.sockets))
-		for _, sock := range s.sockets {
-			out = append(out, sock)
-		}
-		return out
-	}
-	for sock := range m[key] {
-		out = append(out, sock)
-	}
-	return out
-}
-
-// appError turns a hook's error into a wire error object; codeDefault
-// fills an empty Code. Errors other than *protocol.Error are logged and
-// answered "internal".
-func (s *Server) appError(err error, codeDefault, what, name string, sock *Socket) *protocol.Error {
-	var pe *protocol.Error
-	if errors.As(err, &pe) {
-		out := *pe
-		if out.Code == "" {
-			out.Code = codeDefault
-		}
-		if out.Name == "" {
-			out.Name = protocol.NameOf(out.Code)
-		}
-		return &out
-	}
-	s.log.Error("sss: "+what+" failed", "socket", sock.id, "topic", name, "err", err)
-	return protocol.NewInternalError()
 }
 
 // Channels returns the channels with at least one subscribed socket on
@@ -240,7 +180,6 @@ func (s *Server) Stats() Stats {
 		Delivered:          s.stats.delivered.Load(),
 		SlowConsumerCloses: s.stats.slowCloses.Load(),
 		BadFrames:          s.stats.badFrames.Load(),
-		Writers:            int(s.writers.n.Load()),
 	}
 }
 
@@ -264,51 +203,4 @@ func (s *Server) ReadyHandler() http.Handler {
 		w.WriteHeader(http.StatusOK)
 		_, _ = w.Write([]byte("ok\n"))
 	})
-}
-
-// tracker counts running readers and asks so Shutdown can wait for them.
-type tracker struct {
-	mu     sync.Mutex
-	n      int
-	closed bool
-	zeroed bool
-	zero   chan struct{}
-}
-
-func (t *tracker) init() { t.zero = make(chan struct{}) }
-
-// add counts one more; false once closed, unless inner (work started by
-// work already counted, such as an ask started by a reader).
-func (t *tracker) add(inner bool) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.closed && !inner {
-		return false
-	}
-	t.n++
-	return true
-}
-
-func (t *tracker) done() {
-	t.mu.Lock()
-	t.n--
-	if t.n == 0 && t.closed && !t.zeroed {
-		t.zeroed = true
-		close(t.zero)
-	}
-	t.mu.Unlock()
-}
-
-// close refuses new work and returns a channel closed when none runs.
-func (t *tracker) close() <-chan struct{} {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if !t.closed {
-		t.closed = true
-		if t.n == 0 {
-			t.zeroed = true
-			close(t.zero)
-		}
-	}
-	return t.zero
 }

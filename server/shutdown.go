@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"math/rand/v2"
+	"sync"
 	"time"
 )
 
@@ -101,4 +102,51 @@ func (s *Server) finishShutdown(zero <-chan struct{}) {
 	}
 	s.log.Info("sss: server stopped")
 	close(s.shutDone)
+}
+
+// tracker counts running readers and asks so Shutdown can wait for them.
+type tracker struct {
+	mu     sync.Mutex
+	n      int
+	closed bool
+	zeroed bool
+	zero   chan struct{}
+}
+
+func (t *tracker) init() { t.zero = make(chan struct{}) }
+
+// add counts one more; false once closed, unless inner (work started by
+// work already counted, such as an ask started by a reader).
+func (t *tracker) add(inner bool) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed && !inner {
+		return false
+	}
+	t.n++
+	return true
+}
+
+func (t *tracker) done() {
+	t.mu.Lock()
+	t.n--
+	if t.n == 0 && t.closed && !t.zeroed {
+		t.zeroed = true
+		close(t.zero)
+	}
+	t.mu.Unlock()
+}
+
+// close refuses new work and returns a channel closed when none runs.
+func (t *tracker) close() <-chan struct{} {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.closed {
+		t.closed = true
+		if t.n == 0 {
+			t.zeroed = true
+			close(t.zero)
+		}
+	}
+	return t.zero
 }

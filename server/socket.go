@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"net"
 	"net/http"
 	"sort"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/sss-go/sss/protocol"
+	"github.com/sss-go/sss/scaler"
 )
 
 // Socket is one client connection. Its methods are safe for concurrent use.
@@ -73,19 +73,8 @@ type Socket struct {
 	handling bool // a handler goroutine runs
 
 	// handler-goroutine state
-	badCount int
-	badStart time.Time
-	rateN    int
-	rateT    time.Time
-}
-
-// hold parks a channel's deliveries while a reply of that channel, or a
-// publish excluding this socket, is in progress.
-type hold struct {
-	count   int
-	buf     []*pubFrame
-	drop    protocol.UID // parked publications up to drop are not queued
-	hasDrop bool
+	bad  windowCount // bad frames per Options.BadFrameWindow
+	rate windowCount // requests per second
 }
 
 // ID returns the socket's id (a random uuid), unique across instances.
@@ -108,10 +97,7 @@ func (s *Socket) Request() *http.Request { return s.req }
 // encoding/json (json.RawMessage verbatim); a msg or topic that is not
 // valid UTF-8 is refused with an error wrapping ErrInvalidPayload.
 func (s *Socket) Tell(topic string, msg any) error {
-	if err := checkText("topic", topic); err != nil {
-		return err
-	}
-	raw, err := marshalMsg(msg)
+	raw, err := tellPayload(topic, msg)
 	if err != nil {
 		return err
 	}
@@ -150,6 +136,19 @@ func (s *Socket) subscribed(channel string) bool {
 	return ok
 }
 
+func (s *Socket) numSubs() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.subs)
+}
+
+func (s *Socket) isClosing() bool {
+	s.mu.Lock()
+	c := s.closing
+	s.mu.Unlock()
+	return c
+}
+
 // closeConn closes the TCP connection once.
 func (s *Socket) closeConn() {
 	s.closeOnce.Do(func() {
@@ -164,255 +163,10 @@ func (s *Socket) closeConn() {
 	})
 }
 
-// deliver hands a publication of a channel the socket is subscribed to.
-// Called by the hub under the channel's lock, in uid order.
-func (s *Socket) deliver(pf *pubFrame) {
-	if s.slow.Load() == 0 {
-		s.enqueue(outItem{pf: pf, op: opText})
-		return
-	}
-	s.mu.Lock()
-	if h := s.holds[pf.channel]; h != nil {
-		if !s.closing {
-			if len(s.q)+s.heldN >= s.srv.opts.SendQueueMessages {
-				s.overflowLocked()
-			} else {
-				h.buf = append(h.buf, pf)
-				s.heldN++
-			}
-		}
-	} else {
-		s.deliverExclLocked(pf)
-	}
-	s.mu.Unlock()
-}
-
-// deliverExclLocked queues pf, or an UPDATESUB in its place when the
-// socket published it excluding itself.
-func (s *Socket) deliverExclLocked(pf *pubFrame) {
-	if to, ok := s.skipTo[pf.channel]; ok {
-		if to.Epoch == pf.uid.Epoch && pf.uid.Seq <= to.Seq {
-			if pf.uid.Seq == to.Seq {
-				delete(s.skipTo, pf.channel)
-				s.updateSlowLocked()
-			}
-			return // the client has it already
-		}
-		delete(s.skipTo, pf.channel)
-		s.updateSlowLocked()
-	}
-	if ex := s.excl[pf.channel]; len(ex) > 0 {
-		hit := false
-		kept := ex[:0]
-		for _, u := range ex {
-			switch {
-			case u == pf.uid:
-				hit = true
-			case u.Epoch == pf.uid.Epoch && u.Seq > pf.uid.Seq:
-				kept = append(kept, u) // still to come
-			}
-		}
-		if len(kept) == 0 {
-			delete(s.excl, pf.channel)
-			s.updateSlowLocked()
-		} else {
-			s.excl[pf.channel] = kept
-		}
-		if hit {
-			s.enqueueLocked(outItem{data: protocol.AppendUpdateSub(nil, pf.channel, pf.uid), op: opText})
-			return
-		}
-	}
-	s.enqueueLocked(outItem{pf: pf, op: opText})
-}
-
-func (s *Socket) updateSlowLocked() {
-	s.slow.Store(int32(len(s.holds) + len(s.excl) + len(s.skipTo)))
-}
-
-// holdLocked parks channel's deliveries until releaseLocked.
-func (s *Socket) holdLocked(channel string) {
-	if s.holds == nil {
-		s.holds = make(map[string]*hold)
-	}
-	h := s.holds[channel]
-	if h == nil {
-		h = &hold{}
-		s.holds[channel] = h
-	}
-	h.count++
-	s.updateSlowLocked()
-}
-
-func (s *Socket) hold(channel string) {
-	s.mu.Lock()
-	s.holdLocked(channel)
-	s.mu.Unlock()
-}
-
-// releaseLocked undoes one holdLocked; the last release queues the parked
-// publications in order, dropping those at or before dropTo (when set) or
-// the dropTo of an earlier release of the same hold (the client has them
-// from a SYNC reply).
-func (s *Socket) releaseLocked(channel string, dropTo *protocol.UID) {
-	h := s.holds[channel]
-	if h == nil {
-		return
-	}
-	if dropTo != nil && (!h.hasDrop || h.drop.Epoch != dropTo.Epoch || h.drop.Seq < dropTo.Seq) {
-		h.drop, h.hasDrop = *dropTo, true
-	}
-	h.count--
-	if h.count > 0 {
-		return
-	}
-	delete(s.holds, channel)
-	s.updateSlowLocked()
-	s.heldN -= len(h.buf)
-	for _, pf := range h.buf {
-		if h.hasDrop && pf.uid.Epoch == h.drop.Epoch && pf.uid.Seq <= h.drop.Seq {
-			continue
-		}
-		s.deliverExclLocked(pf)
-	}
-}
-
-// sentToLocked returns the last uid of channel, at or before pos, that
-// the socket was handed: pos, unless some are still parked by a hold of
-// the channel. The caller holds s.mu and a hold of channel.
-func (s *Socket) sentToLocked(channel string, pos protocol.UID) protocol.UID {
-	if h := s.holds[channel]; h != nil && len(h.buf) > 0 {
-		if first := h.buf[0].uid; first.Epoch == pos.Epoch && first.Seq <= pos.Seq {
-			return protocol.UID{Epoch: pos.Epoch, Seq: first.Seq - 1}
-		}
-	}
-	return pos
-}
-
 // backend returns the context of one scaler call made for the socket:
 // bounded by Options.BackendTimeout, ended when the socket closes.
 func (s *Socket) backend() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(s.bctx, s.srv.opts.BackendTimeout)
-}
-
-func (s *Socket) release(channel string, dropTo *protocol.UID) {
-	s.mu.Lock()
-	s.releaseLocked(channel, dropTo)
-	s.mu.Unlock()
-}
-
-// badFrame counts a bad frame and reports whether the limit is passed.
-func (s *Socket) badFrame() bool {
-	s.srv.stats.badFrames.Add(1)
-	lim := s.srv.opts.BadFrameLimit
-	if lim < 0 {
-		return false
-	}
-	now := time.Now()
-	if now.Sub(s.badStart) > s.srv.opts.BadFrameWindow {
-		s.badStart = now
-		s.badCount = 0
-	}
-	s.badCount++
-	return s.badCount > lim
-}
-
-// rateLimited counts a request against Options.RateLimit.
-func (s *Socket) rateLimited() bool {
-	lim := s.srv.opts.RateLimit
-	if lim <= 0 {
-		return false
-	}
-	now := time.Now()
-	if now.Sub(s.rateT) >= time.Second {
-		s.rateT = now
-		s.rateN = 0
-	}
-	s.rateN++
-	return s.rateN > lim
-}
-
-// handle dispatches one client frame (handler goroutine).
-func (s *Socket) handle(data []byte) {
-	msg, err := protocol.DecodeClient(data, protocol.Limits{
-		MaxFrameBytes: s.srv.opts.MaxFrameBytes,
-		MaxDepth:      s.srv.opts.MaxDepth,
-		MaxChannelLen: s.srv.opts.MaxChannelLen,
-	})
-	if err != nil {
-		s.badInput(err)
-		return
-	}
-	switch msg.Sys {
-	case protocol.SysBegin:
-		s.handleBegin()
-	case protocol.SysSubscribe:
-		if s.rateLimited() {
-			s.sendText(protocol.AppendSubscribeFail(nil, msg.ID, msg.Channel, protocol.NewError(protocol.CodeRateLimited, "too many requests")))
-			return
-		}
-		s.mu.Lock()
-		_, dup := s.asks[string(msg.ID)]
-		if dup {
-			// ASK and SUBSCRIBE share the client's id counter.
-			s.closeLocked(protocol.ClosePolicyViolation, "reused outstanding id")
-		}
-		s.mu.Unlock()
-		if !dup {
-			s.handleSubscribe(msg)
-		}
-	case protocol.SysUnsubscribe:
-		s.handleUnsubscribe(msg.Channel)
-	case protocol.SysSync:
-		s.handleSync(msg)
-	case protocol.SysAsk:
-		s.handleAsk(msg)
-	case protocol.SysTell:
-		s.handleTell(msg)
-	}
-}
-
-// badInput answers a frame DecodeClient refused.
-func (s *Socket) badInput(err error) {
-	var de *protocol.DecodeError
-	if !errors.As(err, &de) {
-		de = &protocol.DecodeError{Code: protocol.CodeBadFrame, Detail: "bad frame"}
-	}
-	e := protocol.NewError(de.Code, de.Detail)
-	var frame []byte
-	switch {
-	case de.ID != nil && de.Sys == protocol.SysSubscribe:
-		frame = protocol.AppendSubscribeFail(nil, de.ID, "", e)
-	case de.ID != nil && de.Sys == protocol.SysAsk:
-		frame = protocol.AppendResponseError(nil, de.ID, e)
-	default:
-		frame = protocol.AppendErrorFrame(nil, e)
-	}
-	over := s.badFrame()
-	s.srv.emit(Event{Kind: EventBadFrame, Socket: s.id, Err: err})
-	s.mu.Lock()
-	s.enqueueLocked(outItem{data: frame, op: opText})
-	if over {
-		s.closeLocked(protocol.ClosePolicyViolation, "too many bad frames")
-	}
-	s.mu.Unlock()
-}
-
-// handleBegin answers BEGIN, granting the user channel.
-func (s *Socket) handleBegin() {
-	prot := s.srv.prot()
-	if s.user == "" {
-		s.sendText(protocol.AppendBeginReply(nil, prot, "", protocol.UID{}))
-		return
-	}
-	uc := protocol.UserChannel(s.user)
-	err := s.srv.subscribeSocket(s, uc, ChannelOptions{}, func(_ *hubChannel, pos protocol.UID, _ bool) {
-		s.enqueueLocked(outItem{data: protocol.AppendBeginReply(nil, prot, uc, pos), op: opText})
-	})
-	if err != nil {
-		s.srv.log.Warn("sss: user channel subscribe failed", "socket", s.id, "user", s.user, "err", err)
-		s.Close(protocol.CloseTryAgainLater, "backend unavailable")
-	}
 }
 
 // startHeartbeats registers the socket with the heartbeat wheel once.
@@ -425,96 +179,6 @@ func (s *Socket) startHeartbeats() {
 	}
 }
 
-func (s *Socket) handleUnsubscribe(channel string) {
-	if !s.subscribed(channel) {
-		return
-	}
-	ctx, cancel := s.backend()
-	defer cancel()
-	s.srv.unsubscribeSocket(ctx, s, channel)
-}
-
-// handleAsk starts an ask handler on its own goroutine.
-func (s *Socket) handleAsk(msg *protocol.Message) {
-	key := string(msg.ID)
-	s.mu.Lock()
-	if _, dup := s.asks[key]; dup {
-		s.closeLocked(protocol.ClosePolicyViolation, "reused outstanding id")
-		s.mu.Unlock()
-		return
-	}
-	if len(s.asks) >= s.srv.opts.MaxConcurrentAsks || s.rateLimited() {
-		s.enqueueLocked(outItem{data: protocol.AppendResponseError(nil, msg.ID, protocol.NewError(protocol.CodeRateLimited, "too many asks")), op: opText})
-		s.mu.Unlock()
-		return
-	}
-	h := s.srv.askHandler(msg.Topic)
-	if h == nil {
-		s.enqueueLocked(outItem{data: protocol.AppendResponseError(nil, msg.ID, protocol.NewError(protocol.CodeUnknownTopic, "no handler for topic "+msg.Topic)), op: opText})
-		s.mu.Unlock()
-		return
-	}
-	s.srv.work.add(true)
-	if s.asks == nil {
-		s.asks = make(map[string]struct{})
-	}
-	s.asks[key] = struct{}{}
-	s.mu.Unlock()
-	body := msg.Msg
-	if body == nil {
-		body = json.RawMessage("null")
-	}
-	go s.runAsk(h, msg.Topic, msg.ID, body)
-}
-
-// runAsk runs one ask handler and answers exactly once.
-func (s *Socket) runAsk(h AskHandler, topic string, id, body json.RawMessage) {
-	defer s.srv.work.done()
-	frame := s.callAsk(h, topic, id, body)
-	s.mu.Lock()
-	delete(s.asks, string(id))
-	s.enqueueLocked(outItem{data: frame, op: opText})
-	s.mu.Unlock()
-}
-
-func (s *Socket) callAsk(h AskHandler, topic string, id, body json.RawMessage) (frame []byte) {
-	defer func() {
-		if p := recover(); p != nil {
-			s.srv.log.Error("sss: ask handler panicked", "socket", s.id, "topic", topic, "panic", p)
-			frame = protocol.AppendResponseError(nil, id, protocol.NewInternalError())
-		}
-	}()
-	res, err := h(s.ctx, s, body)
-	if err != nil {
-		return protocol.AppendResponseError(nil, id, s.srv.appError(err, protocol.CodeAppError, "ask", topic, s))
-	}
-	raw, err := marshalMsg(res)
-	if err != nil {
-		s.srv.log.Error("sss: ask result not encodable", "socket", s.id, "topic", topic, "err", err)
-		return protocol.AppendResponseError(nil, id, protocol.NewInternalError())
-	}
-	return protocol.AppendResponse(nil, id, raw)
-}
-
-// handleTell runs a tell handler on the handler goroutine.
-func (s *Socket) handleTell(msg *protocol.Message) {
-	if s.rateLimited() {
-		s.sendText(protocol.AppendErrorFrame(nil, protocol.NewError(protocol.CodeRateLimited, "too many tells")))
-		return
-	}
-	h := s.srv.tellHandler(msg.Topic)
-	if h == nil {
-		s.sendText(protocol.AppendErrorFrame(nil, protocol.NewError(protocol.CodeUnknownTopic, "no handler for topic "+msg.Topic)))
-		return
-	}
-	body := msg.Msg
-	if body == nil {
-		body = json.RawMessage("null")
-	}
-	defer func() {
-		if p := recover(); p != nil {
-			s.srv.log.Error("sss: tell handler panicked", "socket", s.id, "topic", msg.Topic, "panic", p)
-		}
-	}()
-	h(s.ctx, s, body)
+func (sock *Socket) member() scaler.Member {
+	return scaler.Member{ID: sock.id, User: sock.user, Info: sock.info}
 }

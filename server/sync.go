@@ -1,114 +1,11 @@
 package server
 
 import (
-	"context"
-	"encoding/json"
 	"errors"
 
 	"github.com/sss-go/sss/protocol"
 	"github.com/sss-go/sss/scaler"
 )
-
-// subscription checks common to SUBSCRIBE and SYNC entries. It returns the
-// channel's options, or the error object refusing it.
-func (s *Socket) checkChannel(ctx context.Context, channel string, query json.RawMessage, subCount int, sync bool) (ChannelOptions, bool, *protocol.Error) {
-	if protocol.ReservedChannel(channel) {
-		if sync && s.user != "" && channel == protocol.UserChannel(s.user) {
-			return ChannelOptions{}, s.subscribed(channel), nil
-		}
-		if _, ok := protocol.UserFromChannel(channel); ok && sync {
-			return ChannelOptions{}, false, protocol.NewError(protocol.CodeForbidden, "not this session's user channel")
-		}
-		return ChannelOptions{}, false, protocol.NewError(protocol.CodeReservedChannel, "channel names beginning with _ are reserved")
-	}
-	if !protocol.ValidChannel(channel, s.srv.opts.MaxChannelLen) {
-		return ChannelOptions{}, false, protocol.NewError(protocol.CodeBadChannel, "invalid channel name")
-	}
-	already := s.subscribed(channel)
-	if already {
-		s.mu.Lock()
-		co := s.subs[channel]
-		s.mu.Unlock()
-		return co, true, nil
-	}
-	if subCount >= s.srv.opts.MaxSubscriptions {
-		return ChannelOptions{}, false, protocol.NewError(protocol.CodeTooManySubscriptions, "subscription limit reached")
-	}
-	co := s.srv.opts.channelOptions(channel)
-	if p := s.srv.opts.SubscriptionParser; p != nil {
-		o, err := s.parse(ctx, p, channel, query)
-		if err != nil {
-			return co, false, s.srv.appError(err, protocol.CodeRefused, "subscription parser", channel, s)
-		}
-		if o != nil {
-			co = *o
-		}
-	}
-	return co, false, nil
-}
-
-// parse runs the subscription parser, recovering a panic.
-func (s *Socket) parse(ctx context.Context, p SubscriptionParser, channel string, query json.RawMessage) (o *ChannelOptions, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			s.srv.log.Error("sss: subscription parser panicked", "socket", s.id, "channel", channel, "panic", r)
-			o, err = nil, protocol.NewInternalError()
-		}
-	}()
-	return p(ctx, s, channel, query)
-}
-
-func (s *Socket) numSubs() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.subs)
-}
-
-// joinError maps a hub join failure to a wire error; unavailable is true
-// when the backend cannot answer now.
-func joinError(err error) (e *protocol.Error, unavailable bool) {
-	if errors.Is(err, errChannelFull) {
-		return protocol.NewError(protocol.CodeTooManySubscriptions, "channel is full"), false
-	}
-	return protocol.NewError(protocol.CodeUnavailable, "backend unavailable, retry later"), true
-}
-
-// handleSubscribe answers SUBSCRIBE (handler goroutine).
-func (s *Socket) handleSubscribe(msg *protocol.Message) {
-	channel := msg.Channel
-	co, _, perr := s.checkChannel(s.ctx, channel, msg.Query, s.numSubs(), false)
-	if perr != nil {
-		s.sendText(appendSubscribeFail(msg.ID, channel, perr))
-		return
-	}
-	err := s.srv.subscribeSocket(s, channel, co, func(_ *hubChannel, pos protocol.UID, _ bool) {
-		s.enqueueLocked(outItem{data: protocol.AppendSubscribeOK(nil, msg.ID, channel, pos), op: opText})
-	})
-	if err != nil {
-		e, _ := joinError(err)
-		if !errors.Is(err, errChannelFull) {
-			s.srv.log.Warn("sss: subscribe failed", "socket", s.id, "channel", channel, "err", err)
-		}
-		s.sendText(appendSubscribeFail(msg.ID, channel, e))
-	}
-}
-
-// appendSubscribeFail encodes a refused SUBSCRIBE reply, keeping the
-// channel key even for the empty name (protocol.AppendSubscribeFail leaves
-// it out then, for bad_request replies).
-func appendSubscribeFail(id json.RawMessage, channel string, e *protocol.Error) []byte {
-	if channel != "" {
-		return protocol.AppendSubscribeFail(nil, id, channel, e)
-	}
-	errJSON, err := json.Marshal(e)
-	if err != nil {
-		errJSON = []byte(`{"name":"Internal","message":"internal error","code":"internal"}`)
-	}
-	b := append([]byte(`{"sys":1,"result":false,"channel":"","id":`), id...)
-	b = append(b, `,"err":`...)
-	b = append(b, errJSON...)
-	return append(b, '}')
-}
 
 // syncRelease is what a SYNC reply releases after it is queued.
 type syncRelease struct {
@@ -128,7 +25,7 @@ type syncState struct {
 	recBytes int
 }
 
-// handleSync answers SYNC (PROTOCOL.md, "Recovery"). Each accepted channel
+// handleSync answers SYNC (docs/protocol.md, "7. Recovery (SYNC)"). Each accepted channel
 // is held (its live frames parked) from before the socket joins it until
 // the reply is queued; then an UPDATESUB is queued for the channels not
 // recovered and the parked frames after the position are released. When

@@ -185,10 +185,11 @@ func (s *Server) attach(sock *Socket, ws *websocket.Conn) {
 		ws.EnableWriteCompression(true)
 	}
 	ws.SetCloseHandler(func(code int, text string) error {
-		// Echo every close frame with its code and reason (PROTOCOL.md),
-		// after the replies to the frames that came before it; the
-		// writer closes the connection right after. Backend calls made
-		// for the socket end now.
+		// Echo every close frame with its code and reason
+		// (docs/protocol.md, "9.2 Who closes, and the echo rule"), after
+		// the replies to the frames that came before it; the writer
+		// closes the connection right after. Backend calls made for the
+		// socket end now.
 		sock.bcancel()
 		sock.push(inItem{code: code, reason: text})
 		return nil
@@ -213,73 +214,4 @@ func (s *Server) closeRaw(ws *websocket.Conn, code int, reason string) {
 	_ = nc.SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout))
 	_, _ = nc.Write(append(appendFrameHeader(nil, opClose, len(p)), p...))
 	_ = nc.Close()
-}
-
-// addSocket registers a socket; false once Shutdown has taken the list of
-// sockets to close.
-func (s *Server) addSocket(sock *Socket) bool {
-	s.smu.Lock()
-	if s.noSockets {
-		s.smu.Unlock()
-		return false
-	}
-	s.stats.sockets.Add(1)
-	s.sockets[sock.id] = sock
-	addTo(s.bySession, sock.sessionID, sock)
-	if sock.user != "" {
-		addTo(s.byUser, sock.user, sock)
-	}
-	s.smu.Unlock()
-	if sock.user != "" && s.users != nil {
-		ctx, cancel := sock.backend()
-		err := s.users.AddUser(ctx, sock.user)
-		cancel()
-		if err != nil {
-			s.backendError(sock, "", err)
-			s.log.Warn("sss: scaler AddUser failed", "user", sock.user, "err", err)
-		}
-	}
-	return true
-}
-
-func addTo(m map[string]map[*Socket]struct{}, key string, sock *Socket) {
-	set := m[key]
-	if set == nil {
-		set = make(map[*Socket]struct{})
-		m[key] = set
-	}
-	set[sock] = struct{}{}
-}
-
-func removeFrom(m map[string]map[*Socket]struct{}, key string, sock *Socket) {
-	if set := m[key]; set != nil {
-		delete(set, sock)
-		if len(set) == 0 {
-			delete(m, key)
-		}
-	}
-}
-
-// removeSocket unregisters a closed socket and drops its subscriptions.
-// The scaler calls this takes share one BackendTimeout.
-func (s *Server) removeSocket(sock *Socket) {
-	s.smu.Lock()
-	delete(s.sockets, sock.id)
-	removeFrom(s.bySession, sock.sessionID, sock)
-	if sock.user != "" {
-		removeFrom(s.byUser, sock.user, sock)
-	}
-	s.smu.Unlock()
-	s.stats.sockets.Add(-1)
-	ctx, cancel := context.WithTimeout(context.Background(), s.opts.BackendTimeout)
-	defer cancel()
-	for _, ch := range sock.Subscriptions() {
-		s.unsubscribeSocket(ctx, sock, ch)
-	}
-	if sock.user != "" && s.users != nil {
-		if err := s.users.RemoveUser(ctx, sock.user); err != nil {
-			s.backendError(sock, "", err)
-			s.log.Warn("sss: scaler RemoveUser failed", "user", sock.user, "err", err)
-		}
-	}
 }

@@ -20,7 +20,8 @@ type wheel struct {
 	beat  func(s *Socket) bool // returns false to drop the socket
 }
 
-// maxTick is the coarsest heartbeat granularity (PROTOCOL.md: ≤ 250 ms).
+// maxTick is the coarsest heartbeat granularity (docs/protocol.md,
+// "8. Heartbeats": at most 250 ms).
 const maxTick = 250 * time.Millisecond
 
 func newWheel(interval time.Duration, beat func(s *Socket) bool) *wheel {

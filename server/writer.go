@@ -3,7 +3,6 @@ package server
 import (
 	"encoding/binary"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -12,27 +11,26 @@ import (
 
 // Writing.
 //
-// Every frame a socket sends goes through its send queue, guarded by the
-// socket's mutex and bounded in frames and bytes; overflow closes the socket
-// with 4002 (PROTOCOL.md). A socket holds no goroutine and no buffer while
-// its queue is empty: the first enqueue hands the socket to the writer pool,
-// whose goroutine drains everything queued, then looks for more, then
-// returns the socket. Pool goroutines are shared by all sockets and end
-// after writerIdle without work, so a busy server reuses them without
-// allocating and an idle one has none.
+// Every frame a socket sends goes through its send queue (sendqueue.go).
+// A socket holds no goroutine and no buffer while its queue is empty: the
+// first enqueue hands the socket to the writer pool, whose goroutine
+// drains everything queued, then looks for more, then returns the socket.
+// Pool goroutines are shared by all sockets and end after writerIdle
+// without work, so a busy server reuses them without allocating and an
+// idle one has none.
 //
-// Without compression (the default, PROTOCOL.md), frames are built by hand
-// into the pool goroutine's buffer (a server frame is unmasked: a 2–10 byte
-// header, then the payload) and written with one net.Conn.Write per batch
-// under one write deadline, so a burst costs one syscall, not one per
-// frame. Gorilla has no public API for that. This is safe only because
-// every frame of such a socket, close and pong frames included, goes
-// through this path: the server never calls gorilla's write methods on it
-// and replaces its ping and close handlers (which would write). The one
-// exception is gorilla's own close frame on a protocol error of the peer
-// (e.g. a bad opcode), which it writes with a single Write just before the
-// connection fails; net.Conn writes do not interleave, and the socket is
-// closed right after.
+// Without compression (the default: docs/protocol.md, "1. Transport"),
+// frames are built by hand into the pool goroutine's buffer (a server
+// frame is unmasked: a 2–10 byte header, then the payload) and written
+// with one net.Conn.Write per batch under one write deadline, so a burst
+// costs one syscall, not one per frame. Gorilla has no public API for
+// that. This is safe only because every frame of such a socket, close and
+// pong frames included, goes through this path: the server never calls
+// gorilla's write methods on it and replaces its ping and close handlers
+// (which would write). The one exception is gorilla's own close frame on
+// a protocol error of the peer (e.g. a bad opcode), which it writes with a
+// single Write just before the connection fails; net.Conn writes do not
+// interleave, and the socket is closed right after.
 //
 // With Options.EnableCompression, writes go through gorilla (one
 // PreparedMessage per publication, shared by every subscriber).
@@ -45,24 +43,6 @@ const (
 	opClose       = 0x8
 	opPong        = 0xA
 )
-
-// pubFrame is one publication encoded once: the FEED bytes shared by every
-// subscriber of the instance (and kept in the channel's recovery window).
-type pubFrame struct {
-	channel string
-	uid     protocol.UID
-	data    []byte
-	pmOnce  sync.Once
-	pm      *websocket.PreparedMessage
-}
-
-// prepared returns the frame as a gorilla PreparedMessage, built once.
-func (f *pubFrame) prepared() *websocket.PreparedMessage {
-	f.pmOnce.Do(func() {
-		f.pm, _ = websocket.NewPreparedMessage(websocket.TextMessage, f.data)
-	})
-	return f.pm
-}
 
 // outItem is one queued frame.
 type outItem struct {
@@ -77,7 +57,6 @@ type writerPool struct {
 	quit     chan struct{}
 	quitOnce sync.Once
 	wg       sync.WaitGroup
-	n        atomic.Int64
 }
 
 func newWriterPool() *writerPool {
@@ -103,7 +82,6 @@ func (p *writerPool) start(s *Socket) {
 	case p.work <- s:
 	default:
 		p.wg.Add(1)
-		p.n.Add(1)
 		go p.run(s)
 	}
 }
@@ -111,7 +89,6 @@ func (p *writerPool) start(s *Socket) {
 // run writes s, then any socket handed over, until idle for writerIdle.
 func (p *writerPool) run(s *Socket) {
 	defer p.wg.Done()
-	defer p.n.Add(-1)
 	buf := make([]byte, 0, 4<<10)
 	t := time.NewTimer(writerIdle)
 	defer t.Stop()
@@ -301,160 +278,4 @@ func (s *Socket) writeGorilla(deadline time.Time, hb bool, pong []byte, items []
 		}
 	}
 	return false, nil
-}
-
-// enqueueLocked adds a frame to the queue and wakes the writer. It returns
-// false when the socket is closing or the queue overflowed (the socket is
-// then closing with 4002). The caller holds s.mu.
-func (s *Socket) enqueueLocked(it outItem) bool {
-	if s.closing {
-		return false
-	}
-	n := len(it.data)
-	if it.pf != nil {
-		n = len(it.pf.data)
-	}
-	// One frame larger than the byte bound still goes through an empty
-	// queue: refusing it would close the socket for good (its SYNC would
-	// overflow the same way).
-	if len(s.q)+s.heldN >= s.srv.opts.SendQueueMessages || (s.qBytes > 0 && s.qBytes+n > s.srv.opts.SendQueueBytes) {
-		s.overflowLocked()
-		return false
-	}
-	if len(s.q) == cap(s.q) {
-		s.growQueueLocked()
-	}
-	s.q = append(s.q, it)
-	s.qBytes += n
-	s.kickLocked()
-	return true
-}
-
-// growQueueLocked doubles the queue's capacity with a slice from the
-// free list, giving the old one back.
-func (s *Socket) growQueueLocked() {
-	old := s.q
-	nq := s.srv.qfree.get(2 * cap(old))
-	s.q = append(nq, old...)
-	s.srv.qfree.put(old)
-}
-
-// keptQueue is the largest queue capacity an idle socket keeps.
-const keptQueue = 32
-
-// queueFree recycles send-queue slices between sockets, in power-of-two
-// size classes from 8 to 8192 items, so bursts do not allocate once the
-// server is warm. Bounded in total capacity.
-type queueFree struct {
-	mu    sync.Mutex
-	free  [numQueueClasses][][]outItem
-	items int // total capacity held
-}
-
-const (
-	minQueueCap     = 8
-	numQueueClasses = 11 // 8 << 10 = 8192
-	maxFreeItems    = 1 << 17
-)
-
-// queueClass returns the class of the smallest class capacity >= n.
-func queueClass(n int) int {
-	k := 0
-	for minQueueCap<<k < n {
-		k++
-	}
-	return k
-}
-
-// get returns an empty slice with capacity at least n.
-func (f *queueFree) get(n int) []outItem {
-	k := queueClass(n)
-	if k < numQueueClasses {
-		f.mu.Lock()
-		if l := len(f.free[k]); l > 0 {
-			q := f.free[k][l-1]
-			f.free[k][l-1] = nil
-			f.free[k] = f.free[k][:l-1]
-			f.items -= cap(q)
-			f.mu.Unlock()
-			return q
-		}
-		f.mu.Unlock()
-	}
-	return make([]outItem, 0, minQueueCap<<k)
-}
-
-// put gives back a slice no one uses any more.
-func (f *queueFree) put(q []outItem) {
-	c := cap(q)
-	if c < minQueueCap {
-		return
-	}
-	k := queueClass(c)
-	if k >= numQueueClasses || minQueueCap<<k != c {
-		return
-	}
-	clear(q[:c])
-	f.mu.Lock()
-	if f.items+c <= maxFreeItems {
-		f.free[k] = append(f.free[k], q[:0])
-		f.items += c
-	}
-	f.mu.Unlock()
-}
-
-// enqueue is enqueueLocked taking the lock.
-func (s *Socket) enqueue(it outItem) bool {
-	s.mu.Lock()
-	ok := s.enqueueLocked(it)
-	s.mu.Unlock()
-	return ok
-}
-
-// sendText queues one text frame.
-func (s *Socket) sendText(data []byte) bool {
-	return s.enqueue(outItem{data: data, op: opText})
-}
-
-// kickLocked makes sure a writer runs for s.
-func (s *Socket) kickLocked() {
-	if !s.writing && !s.dead {
-		s.writing = true
-		s.srv.writers.start(s)
-	}
-}
-
-// overflowLocked drops the queue and closes with 4002.
-func (s *Socket) overflowLocked() {
-	clear(s.q)
-	s.q = s.q[:0]
-	s.qBytes = 0
-	for _, h := range s.holds {
-		h.buf = nil
-	}
-	s.heldN = 0
-	s.srv.stats.slowCloses.Add(1)
-	// Under s.mu (and maybe a channel's lock): OnEvent runs elsewhere.
-	s.srv.emitAsync(Event{Kind: EventSlowConsumer, Socket: s.id})
-	s.closeLocked(protocol.CloseSlowConsumer, "send queue overflow")
-}
-
-// closeLocked queues a close frame after what is queued; later frames are
-// refused, and the socket's backend calls end. The writer closes the
-// connection right after writing it.
-func (s *Socket) closeLocked(code int, reason string) {
-	if s.closing {
-		return
-	}
-	s.closing = true
-	if s.bcancel != nil {
-		s.bcancel()
-	}
-	s.closeCode = code
-	s.closeReason = protocol.TruncateReason(reason)
-	if code == 0 || code == websocket.CloseNoStatusReceived {
-		s.closeCode = websocket.CloseNoStatusReceived
-	}
-	s.q = append(s.q, outItem{data: closePayload(code, reason), op: opClose})
-	s.kickLocked()
 }

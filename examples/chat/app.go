@@ -39,7 +39,7 @@ func newApp(sc scaler.Scaler, cfg config) (*app, error) {
 	srv, err := server.New(context.Background(), sc, server.Options{
 		SessionParser:      parseSession,
 		SubscriptionParser: parseSubscription,
-		DefaultChannel:     server.ChannelOptions{Presence: true, ClientPublish: true, History: true},
+		DefaultChannel:     server.ChannelOptions{Presence: true, History: true},
 		HeartbeatInterval:  hb,
 		ShutdownSpread:     cfg.spread,
 		Logger:             cfg.log,

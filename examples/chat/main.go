@@ -1,4 +1,5 @@
-// Command chat is the sss example chat server (its contract: CHAT.md).
+// Command chat is the sss example chat server (its contract:
+// examples/chat/README.md).
 //
 //	go run ./examples/chat                 # http://localhost:8080
 //	go run ./examples/chat -addr :9000 -hb 10s -shutdown-spread 0

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -13,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gorilla/websocket"
+	"github.com/sss-go/sss/internal/testutil"
 	"github.com/sss-go/sss/protocol"
 	"github.com/sss-go/sss/server"
 )
@@ -38,9 +37,11 @@ func startChat(t *testing.T) (*app, string) {
 	return a, hs.URL
 }
 
+// conn is a raw client of the chat: testutil.WireConn with the chat's
+// requests.
 type conn struct {
+	*testutil.WireConn
 	t  *testing.T
-	ws *websocket.Conn
 	id int
 }
 
@@ -56,13 +57,12 @@ func dial(t *testing.T, base, query, cookie string) (*conn, *protocol.Message) {
 	if cookie != "" {
 		h.Set("Cookie", "sss_user="+cookie)
 	}
-	ws, _, err := websocket.DefaultDialer.Dial(u, h)
+	wc, _, err := testutil.DialWire(t, u, testutil.WireOptions{Header: h, Timeout: timeout})
 	if err != nil {
 		t.Fatalf("dial: %v", err)
 	}
-	t.Cleanup(func() { ws.Close() })
-	c := &conn{t: t, ws: ws}
-	c.send(`{"sys":3}`)
+	c := &conn{WireConn: wc, t: t}
+	c.Send(`{"sys":3}`)
 	m := c.next()
 	if m.Sys != protocol.SysBegin {
 		t.Fatalf("BEGIN reply %+v", m)
@@ -70,26 +70,21 @@ func dial(t *testing.T, base, query, cookie string) (*conn, *protocol.Message) {
 	return c, m
 }
 
-func (c *conn) send(s string) {
+// decode decodes one frame from the server.
+func (c *conn) decode(data string) *protocol.Message {
 	c.t.Helper()
-	if err := c.ws.WriteMessage(websocket.TextMessage, []byte(s)); err != nil {
-		c.t.Fatal(err)
+	m, err := protocol.DecodeServer([]byte(data), protocol.Limits{})
+	if err != nil {
+		c.t.Fatalf("decode %s: %v", data, err)
 	}
+	return m
 }
 
-// next returns the next frame other than heartbeats and presence tells.
+// next returns the next frame other than presence tells.
 func (c *conn) next() *protocol.Message {
 	c.t.Helper()
 	for {
-		_ = c.ws.SetReadDeadline(time.Now().Add(timeout))
-		_, data, err := c.ws.ReadMessage()
-		if err != nil {
-			c.t.Fatalf("read: %v", err)
-		}
-		m, err := protocol.DecodeServer(data, protocol.Limits{})
-		if err != nil {
-			c.t.Fatalf("decode %s: %v", data, err)
-		}
+		m := c.decode(c.Next())
 		if m.Sys == protocol.SysTell && m.Topic == protocol.PresenceTopic {
 			continue
 		}
@@ -97,17 +92,12 @@ func (c *conn) next() *protocol.Message {
 	}
 }
 
-// nextPresence returns the next presence tell.
+// nextPresence returns the next presence tell, skipping other frames.
 func (c *conn) nextPresence() map[string]any {
 	c.t.Helper()
 	for {
-		_ = c.ws.SetReadDeadline(time.Now().Add(timeout))
-		_, data, err := c.ws.ReadMessage()
-		if err != nil {
-			c.t.Fatalf("read: %v", err)
-		}
-		m, err := protocol.DecodeServer(data, protocol.Limits{})
-		if err == nil && m.Sys == protocol.SysTell && m.Topic == protocol.PresenceTopic {
+		m := c.decode(c.Next())
+		if m.Sys == protocol.SysTell && m.Topic == protocol.PresenceTopic {
 			var v map[string]any
 			_ = json.Unmarshal(m.Msg, &v)
 			return v
@@ -118,7 +108,7 @@ func (c *conn) nextPresence() map[string]any {
 func (c *conn) ask(topic, msg string) *protocol.Message {
 	c.t.Helper()
 	c.id++
-	c.send(`{"sys":5,"topic":"` + topic + `","msg":` + msg + `,"id":` + strconv.Itoa(c.id) + `}`)
+	c.Send(`{"sys":5,"topic":"` + topic + `","msg":` + msg + `,"id":` + strconv.Itoa(c.id) + `}`)
 	m := c.next()
 	if m.Sys != protocol.SysResponse || string(m.ID) != strconv.Itoa(c.id) {
 		c.t.Fatalf("ask %s: got %+v", topic, m)
@@ -129,27 +119,12 @@ func (c *conn) ask(topic, msg string) *protocol.Message {
 func (c *conn) subscribe(room string) *protocol.Message {
 	c.t.Helper()
 	c.id++
-	c.send(`{"sys":1,"channel":"` + room + `","query":null,"id":` + strconv.Itoa(c.id) + `}`)
+	c.Send(`{"sys":1,"channel":"` + room + `","query":null,"id":` + strconv.Itoa(c.id) + `}`)
 	m := c.next()
 	if m.Sys != protocol.SysSubscribe || m.Channel != room {
 		c.t.Fatalf("subscribe %s: got %+v", room, m)
 	}
 	return m
-}
-
-func (c *conn) expectClose() (int, string) {
-	c.t.Helper()
-	for {
-		_ = c.ws.SetReadDeadline(time.Now().Add(timeout))
-		_, _, err := c.ws.ReadMessage()
-		var ce *websocket.CloseError
-		if errors.As(err, &ce) {
-			return ce.Code, ce.Text
-		}
-		if err != nil {
-			c.t.Fatalf("want a close frame, got %v", err)
-		}
-	}
 }
 
 func TestPage(t *testing.T) {
@@ -259,14 +234,14 @@ func TestPostAndPresence(t *testing.T) {
 		t.Fatalf("alice got presence %v, want the join of the anonymous socket", p)
 	}
 
-	a.send(`{"sys":6,"topic":"post","msg":{"room":"room","text":"hi"}}`)
+	a.Send(`{"sys":6,"topic":"post","msg":{"room":"room","text":"hi"}}`)
 	fa, fb := a.next(), b.next()
 	for _, f := range []*protocol.Message{fa, fb} {
 		if f.Sys != protocol.SysFeed || f.Channel != "room" || f.Topic != "message" || string(f.Msg) != `{"text":"hi","user":"alice"}` {
 			t.Fatalf("post feed %+v msg %s", f, f.Msg)
 		}
 	}
-	b.send(`{"sys":6,"topic":"post","msg":{"room":"room","text":"yo","echo":false}}`)
+	b.Send(`{"sys":6,"topic":"post","msg":{"room":"room","text":"yo","echo":false}}`)
 	fa, fb = a.next(), b.next()
 	if fa.Sys != protocol.SysFeed || string(fa.Msg) != `{"text":"yo","user":null}` {
 		t.Fatalf("alice got %+v", fa)
@@ -275,13 +250,13 @@ func TestPostAndPresence(t *testing.T) {
 		t.Fatalf("sender with echo false got %+v, want UPDATESUB %s", fb, fa.UID)
 	}
 	for _, bad := range []string{`{"text":"no room"}`, `{"room":"_x","text":"t"}`, `{"room":"bad room","text":"t"}`} {
-		a.send(`{"sys":6,"topic":"post","msg":` + bad + `}`)
+		a.Send(`{"sys":6,"topic":"post","msg":` + bad + `}`)
 		m := a.next()
 		if m.Sys != protocol.SysTell || m.Topic != "error" || !strings.Contains(string(m.Msg), `"code":"bad_request"`) {
 			t.Fatalf("bad post %s answered %+v", bad, m)
 		}
 	}
-	b.ws.Close()
+	b.Drop()
 	if p := a.nextPresence(); p["event"] != "leave" {
 		t.Fatalf("alice got presence %v, want a leave", p)
 	}
@@ -291,12 +266,12 @@ func TestDM(t *testing.T) {
 	_, base := startChat(t)
 	a, _ := dial(t, base, "user=alice", "")
 	b, beginB := dial(t, base, "user=bob", "")
-	a.send(`{"sys":6,"topic":"dm","msg":{"to":"bob","text":"psst"}}`)
+	a.Send(`{"sys":6,"topic":"dm","msg":{"to":"bob","text":"psst"}}`)
 	m := b.next()
 	if m.Sys != protocol.SysFeed || m.Channel != beginB.Channel || m.Topic != "dm" || string(m.Msg) != `{"text":"psst","from":"alice"}` {
 		t.Fatalf("dm %+v msg %s", m, m.Msg)
 	}
-	a.send(`{"sys":6,"topic":"dm","msg":{"text":"nobody"}}`)
+	a.Send(`{"sys":6,"topic":"dm","msg":{"text":"nobody"}}`)
 	if m := a.next(); m.Sys != protocol.SysTell || m.Topic != "error" {
 		t.Fatalf("bad dm answered %+v", m)
 	}
@@ -318,7 +293,7 @@ func TestAdmin(t *testing.T) {
 	}
 
 	admin.id++
-	admin.send(`{"sys":5,"topic":"announce","msg":{"text":"maintenance"},"id":` + strconv.Itoa(admin.id) + `}`)
+	admin.Send(`{"sys":5,"topic":"announce","msg":{"text":"maintenance"},"id":` + strconv.Itoa(admin.id) + `}`)
 	gotResp, gotBC := false, false
 	for !gotResp || !gotBC {
 		m := admin.next()
@@ -345,7 +320,7 @@ func TestAdmin(t *testing.T) {
 		t.Fatalf("eve got %+v, want BOOT", m)
 	}
 	// The client does not close: the server closes with 4001 after the grace.
-	if code, reason := eve.expectClose(); code != protocol.CloseBooted || reason != "be nice" {
+	if code, reason := eve.WaitClosed(); code != protocol.CloseBooted || reason != "be nice" {
 		t.Fatalf("eve closed with %d %q", code, reason)
 	}
 	anon.ask("echo", "1") // still connected
@@ -360,7 +335,7 @@ func TestHistory(t *testing.T) {
 	c.subscribe("hist")
 	var uids []string
 	for i := 1; i <= 3; i++ {
-		c.send(`{"sys":6,"topic":"post","msg":{"room":"hist","text":"m` + strconv.Itoa(i) + `"}}`)
+		c.Send(`{"sys":6,"topic":"post","msg":{"room":"hist","text":"m` + strconv.Itoa(i) + `"}}`)
 		f := c.next()
 		if f.Sys != protocol.SysFeed {
 			t.Fatalf("post %d: got %+v", i, f)
@@ -428,28 +403,15 @@ func TestWho(t *testing.T) {
 	}
 	want := `[{"user":"alice","sockets":2},{"user":"bob","sockets":1},{"user":null,"sockets":1}]`
 	var got string
-	testutilWait(t, func() bool {
+	testutil.WaitFor(t, timeout, func() bool { // presence follows the subscribe replies
 		got = string(a.ask("who", `{"room":"room"}`).Msg)
 		return got == want
-	})
-	if got != want {
-		t.Fatalf("who = %s, want %s", got, want)
-	}
+	}, "who to list every member")
 	if got := string(a.ask("who", `{"room":"nobody"}`).Msg); got != "[]" {
 		t.Fatalf("who of an empty room = %s", got)
 	}
 	if m := a.ask("who", `{}`); m.Err == nil || m.Err.Code != protocol.CodeBadRequest {
 		t.Fatalf("who without room answered %+v", m)
-	}
-}
-
-// testutilWait polls cond for up to timeout: presence is eventually
-// consistent with the subscribe replies.
-func testutilWait(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 

@@ -64,7 +64,7 @@ func (p *publisher) publish(ctx context.Context, room string, n int) error {
 	key := room + "-" + strconv.Itoa(n)
 	var err error
 	for attempt := 0; attempt < 5; attempt++ {
-		if _, err = p.pub.Publish(ctx, room, "message", msg, key); err == nil {
+		if _, err = p.pub.Publish(ctx, room, "message", msg, server.PublishOptions{IdempotencyKey: key}); err == nil {
 			return nil
 		}
 		if ctx.Err() != nil {

@@ -147,7 +147,7 @@ func TestChatProcesses(t *testing.T) {
 			<-release
 			for n := 1; n <= posts; n++ {
 				frame := fmt.Sprintf(`{"sys":6,"topic":"post","msg":{"room":%q,"text":"p%d-%d"}}`, room, i, n)
-				if err := poster.c.write([]byte(frame)); err != nil {
+				if err := poster.c.Write(frame); err != nil {
 					errc <- fmt.Errorf("%s: post %d: %w", poster.c.name, n, err)
 					return
 				}
@@ -169,7 +169,7 @@ func TestChatProcesses(t *testing.T) {
 			return len(lobbyFeeds(t, fs, room)) >= want
 		})
 	}
-	ms[0].c.send(t, fmt.Sprintf(`{"sys":6,"topic":"post","msg":{"room":%q,"text":"end"}}`, room))
+	ms[0].c.Send(fmt.Sprintf(`{"sys":6,"topic":"post","msg":{"room":%q,"text":"end"}}`, room))
 
 	var ref []chatFeed
 	for _, m := range ms {
@@ -177,7 +177,7 @@ func TestChatProcesses(t *testing.T) {
 			f := lobbyFeeds(t, fs, room)
 			return len(f) > 0 && f[len(f)-1].text == "end"
 		})
-		feeds := lobbyFeeds(t, m.c.snapshot(), room)
+		feeds := lobbyFeeds(t, m.c.snapshot(t), room)
 		if len(feeds) != want+1 {
 			t.Errorf("%s: %d FEEDs, want %d", m.c.name, len(feeds), want+1)
 		}
@@ -216,7 +216,7 @@ func TestChatProcesses(t *testing.T) {
 		}
 	}
 	for _, m := range ms {
-		for _, f := range m.c.snapshot() {
+		for _, f := range m.c.snapshot(t) {
 			if f.Sys == protocol.SysTell && f.Topic == "error" || f.Sys == 0 {
 				t.Errorf("%s: error from the chat: %s %+v", m.c.name, f.Msg, f.Err)
 			}
@@ -244,7 +244,7 @@ func TestChatProcesses(t *testing.T) {
 	// dm from a user on one process to a user on another: a FEED on the
 	// receiver's user channel, right after its BEGIN position.
 	from, to := ms[0], ms[perProc+1]
-	from.c.send(t, fmt.Sprintf(`{"sys":6,"topic":"dm","msg":{"to":%q,"text":"psst"}}`, to.user))
+	from.c.Send(fmt.Sprintf(`{"sys":6,"topic":"dm","msg":{"to":%q,"text":"psst"}}`, to.user))
 	dm := to.c.waitFrame(t, "the dm", func(f *protocol.Message) bool { return f.Sys == protocol.SysFeed && f.Topic == "dm" })
 	var dmBody struct {
 		Text string `json:"text"`
@@ -291,13 +291,13 @@ func TestChatProcesses(t *testing.T) {
 		}
 		return count == len(alive)
 	}, fmt.Sprintf("members of %s to drop to the %d sockets of the live processes", room, len(alive)))
-	ms[perProc].c.send(t, fmt.Sprintf(`{"sys":6,"topic":"post","msg":{"room":%q,"text":"after the crash"}}`, room))
+	ms[perProc].c.Send(fmt.Sprintf(`{"sys":6,"topic":"post","msg":{"room":%q,"text":"after the crash"}}`, room))
 	for _, m := range alive {
 		m.c.waitUntil(t, "the post after the crash", func(fs []*protocol.Message) bool {
 			f := lobbyFeeds(t, fs, room)
 			return len(f) > 0 && f[len(f)-1].text == "after the crash"
 		})
-		f := lobbyFeeds(t, m.c.snapshot(), room)
+		f := lobbyFeeds(t, m.c.snapshot(t), room)
 		if last := f[len(f)-1].uid; len(f) != want+2 || last.Seq != m.start.Seq+uint64(want)+2 {
 			t.Errorf("%s: after the crash, %d FEEDs ending at %v; want %d ending at seq %d", m.c.name, len(f), last, want+2, m.start.Seq+uint64(want)+2)
 		}
@@ -307,10 +307,10 @@ func TestChatProcesses(t *testing.T) {
 	// recovers by SYNC (no BEGIN): its user channel is granted again and
 	// the post it missed comes in records.
 	gone := ms[total-perProc]
-	gf := lobbyFeeds(t, gone.c.snapshot(), room)
+	gf := lobbyFeeds(t, gone.c.snapshot(t), room)
 	lastSeen := gf[len(gf)-1].uid
 	rc := connectRaw(t, "chat0/"+gone.user+"-resync", ps[0].wsURL(), gone.user)
-	rc.send(t, fmt.Sprintf(`{"sys":4,"subscriptions":[{"channel":%q,"lastUid":%q,"query":null},{"channel":%q,"lastUid":%q,"query":null}]}`,
+	rc.Send(fmt.Sprintf(`{"sys":4,"subscriptions":[{"channel":%q,"lastUid":%q,"query":null},{"channel":%q,"lastUid":%q,"query":null}]}`,
 		protocol.UserChannel(gone.user), gone.userPos, room, lastSeen.String()))
 	sr := rc.waitFrame(t, "SYNC reply", func(f *protocol.Message) bool { return f.Sys == protocol.SysSync })
 	if !sr.SyncResult[room] || !sr.SyncResult[protocol.UserChannel(gone.user)] || len(sr.SyncResult) != 2 {
@@ -321,7 +321,7 @@ func TestChatProcesses(t *testing.T) {
 	} else if !strings.Contains(string(sr.Records[0].Msg), "after the crash") {
 		t.Errorf("%s: SYNC record %s, want the post made after the crash", rc.name, sr.Records[0].Msg)
 	}
-	ms[0].c.send(t, fmt.Sprintf(`{"sys":6,"topic":"post","msg":{"room":%q,"text":"after the resync"}}`, room))
+	ms[0].c.Send(fmt.Sprintf(`{"sys":6,"topic":"post","msg":{"room":%q,"text":"after the resync"}}`, room))
 	live := rc.waitFrame(t, "a live FEED after the SYNC", func(f *protocol.Message) bool { return f.Sys == protocol.SysFeed && f.Channel == room })
 	if live.UID != lastSeen.Next().Next().String() || !strings.Contains(string(live.Msg), "after the resync") {
 		t.Errorf("%s: first live FEED %s at %s, want the next post at %v", rc.name, live.Msg, live.UID, lastSeen.Next().Next())

@@ -2,7 +2,8 @@
 // server instances (in this process, or copies of examples/chat as separate
 // OS processes) sharing one cluster through the mongoredis scaler on a real
 // redis-server and the FerretDB test MongoDB, checked end to end through
-// WebSocket clients (the Go client package and raw frames of PROTOCOL.md).
+// WebSocket clients (the Go client package, and raw frames of
+// docs/protocol.md through testutil.WireConn).
 //
 // It has no non-test code: run it with
 //

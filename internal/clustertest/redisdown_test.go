@@ -45,7 +45,7 @@ func TestRedisDownBoundedReplies(t *testing.T) {
 	sub, _ := dialRaw(t, "subscriber", in.url, "")
 	start := time.Now()
 	id := sub.id()
-	sub.send(t, `{"sys":1,"channel":"fresh","id":`+id+`}`)
+	sub.Send(`{"sys":1,"channel":"fresh","id":` + id + `}`)
 	m := sub.waitFrame(t, "SUBSCRIBE reply", func(m *protocol.Message) bool {
 		return m.Sys == protocol.SysSubscribe && string(m.ID) == id
 	})
@@ -57,21 +57,21 @@ func TestRedisDownBoundedReplies(t *testing.T) {
 	}
 
 	syncer := connectRaw(t, "syncer", in.url, "")
-	syncer.send(t, `{"sys":4,"subscriptions":[{"channel":"other","lastUid":null,"query":null}]}`)
+	syncer.Send(`{"sys":4,"subscriptions":[{"channel":"other","lastUid":null,"query":null}]}`)
 	expectCloseCode(t, syncer, protocol.CloseTryAgainLater)
 
 	user := connectRaw(t, "user", in.url, "ann")
-	user.send(t, `{"sys":3}`)
+	user.Send(`{"sys":3}`)
 	expectCloseCode(t, user, protocol.CloseTryAgainLater)
 
 	// A client that closes while its SUBSCRIBE waits frees its socket.
 	quitter := connectRaw(t, "quitter", in.url, "")
-	quitter.send(t, `{"sys":1,"channel":"third","id":1}`)
-	quitter.close()
+	quitter.Send(`{"sys":1,"channel":"third","id":1}`)
+	quitter.Close()
 	testutil.WaitFor(t, bound, func() bool { return in.srv.Stats().Sockets == 2 }, "only held and subscriber left")
 
 	// A SUBSCRIBE in progress does not hold Shutdown up.
-	sub.send(t, `{"sys":1,"channel":"fourth","id":"last"}`)
+	sub.Send(`{"sys":1,"channel":"fourth","id":"last"}`)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	if err := in.srv.Shutdown(ctx); err != nil {

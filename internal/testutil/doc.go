@@ -1,5 +1,5 @@
-// Package testutil starts the real services the sss tests run against and
-// checks that tests leave nothing behind.
+// Package testutil starts the real services the sss tests run against,
+// speaks the wire to a server, and checks that tests leave nothing behind.
 //
 // It wraps package internal/services (which starts the same services for
 // programs that are not tests) and offers:
@@ -15,6 +15,9 @@
 //     rebuilds it every run; after changing internal/ferretdb without the
 //     script, delete it;
 //   - NewProxy: a fault-injecting TCP proxy (cut, blackhole, delay, pause);
+//   - DialWire: WireConn, the raw WebSocket client of the tests that
+//     speak the sss wire frame by frame (exact frames, close codes, every
+//     text frame checked for UTF-8);
 //   - CheckLeaks, VerifyNoLeaks and Main: goroutine-leak checks.
 //
 // Usage in a package's tests:

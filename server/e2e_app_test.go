@@ -2,7 +2,7 @@ package server_test
 
 // End-to-end test helpers: a test application around server.Server with a
 // fixed set of ask and tell handlers and parsers (the raw client is in
-// e2e_client_test.go).
+// e2e_wire_test.go).
 
 import (
 	"context"
@@ -183,8 +183,8 @@ func (a *e2eApp) queriesOf(channel string) []string {
 	return append([]string(nil), a.queries[channel]...)
 }
 
-// e2ePubRequest is the msg of the "pub" ask: publish from the socket,
-// excluding it when Exclude is set.
+// e2ePubRequest is the msg of the "pub" ask and tell: publish from the
+// socket's handler, excluding it when Exclude is set.
 type e2ePubRequest struct {
 	Channel string          `json:"channel"`
 	Topic   string          `json:"topic"`
@@ -208,6 +208,9 @@ func (a *e2eApp) registerHandlers() {
 		}
 		return map[string]any{"id": sock.ID(), "user": sock.User(), "session": sock.SessionID(), "role": role,
 			"subs": sock.Subscriptions(), "cookie": cookie}, nil
+	})
+	s.HandleAsk("html", func(ctx context.Context, sock *server.Socket, msg json.RawMessage) (any, error) {
+		return map[string]string{"a": "<b>&"}, nil
 	})
 	s.HandleAsk("len", func(ctx context.Context, sock *server.Socket, msg json.RawMessage) (any, error) {
 		return len(msg), nil
@@ -247,19 +250,17 @@ func (a *e2eApp) registerHandlers() {
 		return "ok", nil
 	})
 	s.HandleAsk("pub", func(ctx context.Context, sock *server.Socket, msg json.RawMessage) (any, error) {
-		var req e2ePubRequest
-		if err := json.Unmarshal(msg, &req); err != nil {
-			return nil, err
-		}
-		var opts server.PublishOptions
-		if req.Exclude {
-			opts.Exclude = sock
-		}
-		uid, err := s.Publish(ctx, req.Channel, req.Topic, req.Msg, opts)
+		uid, err := a.pub(ctx, sock, msg)
 		if err != nil {
 			return nil, err
 		}
 		return uid.String(), nil
+	})
+	// The same from a tell handler, on the socket's handler goroutine.
+	s.HandleTell("pub", func(ctx context.Context, sock *server.Socket, msg json.RawMessage) {
+		if _, err := a.pub(ctx, sock, msg); err != nil {
+			a.t.Errorf("tell pub: %v", err)
+		}
 	})
 	for _, topic := range []string{"post", "nothing"} {
 		s.HandleTell(topic, func(ctx context.Context, sock *server.Socket, msg json.RawMessage) {
@@ -273,6 +274,19 @@ func (a *e2eApp) registerHandlers() {
 			}
 		})
 	}
+}
+
+// pub publishes an e2ePubRequest from sock's handlers.
+func (a *e2eApp) pub(ctx context.Context, sock *server.Socket, msg json.RawMessage) (protocol.UID, error) {
+	var req e2ePubRequest
+	if err := json.Unmarshal(msg, &req); err != nil {
+		return protocol.UID{}, err
+	}
+	var opts server.PublishOptions
+	if req.Exclude {
+		opts.Exclude = sock
+	}
+	return a.srv.Publish(ctx, req.Channel, req.Topic, req.Msg, opts)
 }
 
 // publish publishes msg (raw JSON) from the server and returns the uid.
@@ -328,18 +342,5 @@ func (a *e2eApp) waitSlowStarted() {
 	case <-a.slowStarted:
 	case <-time.After(e2eTimeout):
 		a.t.Fatal("slow ask handler never started")
-	}
-}
-
-// e2eWaitFor polls cond until it holds or the timeout ends; for state the
-// test does not control (e.g. control messages crossing the scaler).
-func e2eWaitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(e2eTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond) // polling interval, not synchronisation
 	}
 }

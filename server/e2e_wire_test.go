@@ -1,60 +1,30 @@
 package server_test
 
-// The raw test client: it sends frames as given and exposes every frame the
-// server sends, byte for byte (PROTOCOL.md), with helpers to expect exact
-// frames, decoded fields, close codes and reasons.
+// The raw test client: testutil.WireConn, with helpers to expect exact
+// frames (docs/protocol.md), decoded fields, requests and replies.
 
 import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"net/http"
 	"reflect"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
-	"unicode/utf8"
 
-	"github.com/gorilla/websocket"
-
+	"github.com/sss-go/sss/internal/testutil"
 	"github.com/sss-go/sss/protocol"
 )
 
-// e2eFrame is one data frame the client received.
-type e2eFrame struct {
-	typ  int
-	data []byte
-}
-
-// e2eConn is a raw protocol client: it sends frames as given and exposes
-// every frame the server sends, in order. A reader goroutine answers "h"
-// when answerH is set (the default) and counts heartbeats.
+// e2eConn is a raw protocol client: testutil.WireConn (frames as given,
+// every frame the server sends in order, heartbeats answered) with the
+// protocol-level expectations of these tests.
 type e2eConn struct {
-	t  *testing.T
-	ws *websocket.Conn
-
-	wmu     sync.Mutex // serialises data writes
-	frames  chan e2eFrame
-	done    chan struct{} // closed when the reader stops
-	answerH atomic.Bool
-	hbCount atomic.Int64
-	hb      chan struct{} // one token per heartbeat (dropped when full)
-	nextID  atomic.Int64
-	paused  atomic.Pointer[chan struct{}] // set while reading is paused
-	pongs   chan string                   // payloads of pongs received
-	hbMu    sync.Mutex                    // guards hbTimes
-	hbTimes []time.Time                   // arrival of each heartbeat
-	badUTF8 atomic.Int64                  // text frames that were not valid UTF-8
-
-	// Set before done is closed.
-	closeCode int       // close code of the server's close frame, 1006 if none
-	closeText string    // its reason
-	readErr   error     // the error that ended the reader
-	closedAt  time.Time // when the reader saw the close
+	*testutil.WireConn
+	t      *testing.T
+	nextID atomic.Int64
 }
 
 // dial connects to the app with the given raw query string (may be "").
@@ -74,189 +44,26 @@ func (a *e2eApp) dial(t *testing.T, query string) *e2eConn {
 // dialRaw connects and returns the handshake response and error as they are.
 func (a *e2eApp) dialRaw(t *testing.T, query string, hdr http.Header) (*e2eConn, *http.Response, error) {
 	t.Helper()
-	return e2eDialURL(t, a.url, query, hdr)
+	return e2eDialURL(t, a.url, query, testutil.WireOptions{Header: hdr})
 }
 
-// e2eDialOpts tunes e2eDialURL.
-type e2eDialOpts struct {
-	compression bool // offer permessage-deflate
-}
-
-func e2eDialURL(t *testing.T, base, query string, hdr http.Header, opts ...e2eDialOpts) (*e2eConn, *http.Response, error) {
+// e2eDialURL connects to base?query.
+func e2eDialURL(t *testing.T, base, query string, opts testutil.WireOptions) (*e2eConn, *http.Response, error) {
 	t.Helper()
 	u := base
 	if query != "" {
 		u += "?" + query
 	}
-	var o e2eDialOpts
-	if len(opts) > 0 {
-		o = opts[0]
-	}
-	d := websocket.Dialer{HandshakeTimeout: e2eTimeout, EnableCompression: o.compression}
-	ws, resp, err := d.Dial(u, hdr)
+	opts.Timeout = e2eTimeout
+	wc, resp, err := testutil.DialWire(t, u, opts)
 	if err != nil {
 		return nil, resp, err
 	}
-	c := &e2eConn{
-		t:      t,
-		ws:     ws,
-		frames: make(chan e2eFrame, 1<<16),
-		done:   make(chan struct{}),
-		hb:     make(chan struct{}, 1024),
-		pongs:  make(chan string, 16),
-	}
-	c.answerH.Store(true)
-	// Record the server's close frame without answering it, so tests see
-	// whether the server itself closes the TCP connection.
-	ws.SetCloseHandler(func(code int, text string) error { return nil })
-	ws.SetPongHandler(func(data string) error {
-		select {
-		case c.pongs <- data:
-		default:
-		}
-		return nil
-	})
-	go c.readLoop()
-	t.Cleanup(func() {
-		c.resumeReads()
-		_ = ws.Close()
-		<-c.done
-		// RFC 6455 §8.1: a browser fails the connection on a text frame
-		// that is not UTF-8; the server must never send one.
-		if n := c.badUTF8.Load(); n > 0 {
-			t.Errorf("the server sent %d text frame(s) that are not valid UTF-8", n)
-		}
-	})
-	return c, resp, nil
-}
-
-// pauseReads stops the reader before its next read, so the server's writes
-// back up (the reader may still finish the read it is in).
-func (c *e2eConn) pauseReads() {
-	ch := make(chan struct{})
-	c.paused.Store(&ch)
-}
-
-// resumeReads lets the reader go on.
-func (c *e2eConn) resumeReads() {
-	if ch := c.paused.Swap(nil); ch != nil {
-		close(*ch)
-	}
-}
-
-func (c *e2eConn) readLoop() {
-	defer close(c.done)
-	for {
-		if ch := c.paused.Load(); ch != nil {
-			<-*ch
-		}
-		typ, data, err := c.ws.ReadMessage()
-		if err != nil {
-			var ce *websocket.CloseError
-			if errors.As(err, &ce) {
-				c.closeCode, c.closeText = ce.Code, ce.Text
-			} else {
-				c.closeCode = websocket.CloseAbnormalClosure
-			}
-			c.readErr = err
-			c.closedAt = time.Now()
-			return
-		}
-		if typ == websocket.TextMessage && !utf8.Valid(data) {
-			c.badUTF8.Add(1)
-		}
-		if typ == websocket.TextMessage && string(data) == protocol.Heartbeat {
-			c.hbMu.Lock()
-			c.hbTimes = append(c.hbTimes, time.Now())
-			c.hbMu.Unlock()
-			c.hbCount.Add(1)
-			select {
-			case c.hb <- struct{}{}:
-			default:
-			}
-			if c.answerH.Load() {
-				c.wmu.Lock()
-				_ = c.ws.WriteMessage(websocket.TextMessage, []byte(protocol.Heartbeat))
-				c.wmu.Unlock()
-			}
-			continue
-		}
-		c.frames <- e2eFrame{typ: typ, data: data}
-	}
-}
-
-// send writes one text frame.
-func (c *e2eConn) send(frame string) {
-	c.t.Helper()
-	c.sendType(websocket.TextMessage, []byte(frame))
-}
-
-// sendType writes one frame of the given type.
-func (c *e2eConn) sendType(typ int, data []byte) {
-	c.t.Helper()
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	_ = c.ws.SetWriteDeadline(time.Now().Add(e2eTimeout))
-	if err := c.ws.WriteMessage(typ, data); err != nil {
-		c.t.Fatalf("write frame %.80q: %v", data, err)
-	}
-}
-
-// sendClose sends a close frame with code and reason.
-func (c *e2eConn) sendClose(code int, reason string) {
-	c.t.Helper()
-	err := c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(e2eTimeout))
-	if err != nil {
-		c.t.Fatalf("write close %d: %v", code, err)
-	}
+	return &e2eConn{WireConn: wc, t: t}, resp, nil
 }
 
 // id returns a fresh request id (as JSON text).
 func (c *e2eConn) id() string { return strconv.FormatInt(c.nextID.Add(1), 10) }
-
-// next returns the next data frame's text; it fails the test on timeout,
-// on a close, or on a non-text frame.
-func (c *e2eConn) next() string {
-	c.t.Helper()
-	f, ok := c.nextFrame(e2eTimeout)
-	if !ok {
-		select {
-		case <-c.done:
-			c.t.Fatalf("connection closed while waiting for a frame: code %d %q (%v)", c.closeCode, c.closeText, c.readErr)
-		default:
-			c.t.Fatal("timed out waiting for a frame")
-		}
-	}
-	if f.typ != websocket.TextMessage {
-		c.t.Fatalf("got a frame of type %d, want text: %q", f.typ, f.data)
-	}
-	return string(f.data)
-}
-
-// nextFrame returns the next frame, or false on timeout or close (frames
-// received before the close are returned first).
-func (c *e2eConn) nextFrame(timeout time.Duration) (e2eFrame, bool) {
-	select {
-	case f := <-c.frames:
-		return f, true
-	default:
-	}
-	timer := time.NewTimer(timeout)
-	defer timer.Stop()
-	select {
-	case f := <-c.frames:
-		return f, true
-	case <-c.done:
-		select {
-		case f := <-c.frames:
-			return f, true
-		default:
-			return e2eFrame{}, false
-		}
-	case <-timer.C:
-		return e2eFrame{}, false
-	}
-}
 
 // e2eMsg is a decoded server frame: its keys with their raw JSON values, and
 // the frame's text.
@@ -323,7 +130,7 @@ func (m e2eMsg) checkErrObject(t *testing.T, key string) {
 	}
 	for _, k := range []string{"name", "message", "code"} {
 		if _, ok := e[k].(string); !ok {
-			t.Errorf("error object %s lacks string %q (PROTOCOL.md: all three always present) in %s", m.fields[key], k, m.raw)
+			t.Errorf("error object %s lacks string %q (docs/protocol.md, 3.2: all three always present) in %s", m.fields[key], k, m.raw)
 		}
 	}
 }
@@ -331,7 +138,7 @@ func (m e2eMsg) checkErrObject(t *testing.T, key string) {
 // nextMsg returns the next frame decoded.
 func (c *e2eConn) nextMsg() e2eMsg {
 	c.t.Helper()
-	return e2eParse(c.t, c.next())
+	return e2eParse(c.t, c.Next())
 }
 
 // sys returns the frame's sys code (0 for error frames).
@@ -390,7 +197,7 @@ func e2eJSONEqual(a, b string) bool {
 // expectExact reads the next frame and requires it byte for byte.
 func (c *e2eConn) expectExact(want string) {
 	c.t.Helper()
-	got := c.next()
+	got := c.Next()
 	if got != want {
 		c.t.Fatalf("frame mismatch\n got: %.400s\nwant: %.400s", got, want)
 	}
@@ -420,55 +227,6 @@ func (c *e2eConn) expectErrFrame(code string) e2eMsg {
 	return m
 }
 
-// expectClose waits for the server's close frame, failing if a data frame
-// comes first, and returns its reason; the code must be code.
-func (c *e2eConn) expectClose(code int) string {
-	c.t.Helper()
-	if f, ok := c.nextFrame(e2eTimeout); ok {
-		c.t.Fatalf("got frame %.300q, want close %d", f.data, code)
-	}
-	select {
-	case <-c.done:
-	default:
-		c.t.Fatalf("timed out waiting for close %d", code)
-	}
-	if c.closeCode != code {
-		c.t.Fatalf("closed with %d %q (%v), want %d", c.closeCode, c.closeText, c.readErr, code)
-	}
-	return c.closeText
-}
-
-// waitClosed waits for the close, skipping data frames, and returns the
-// code and reason.
-func (c *e2eConn) waitClosed() (int, string) {
-	c.t.Helper()
-	select {
-	case <-c.done:
-		return c.closeCode, c.closeText
-	case <-time.After(e2eTimeout):
-		c.t.Fatal("timed out waiting for the connection to close")
-		return 0, ""
-	}
-}
-
-// expectTCPClosed requires the server to have closed the TCP connection
-// (after its close frame), without the client closing it.
-func (c *e2eConn) expectTCPClosed() {
-	c.t.Helper()
-	<-c.done
-	nc := c.ws.NetConn()
-	_ = nc.SetReadDeadline(time.Now().Add(e2eTimeout))
-	var buf [64]byte
-	n, err := nc.Read(buf[:])
-	if err == nil || n > 0 {
-		c.t.Fatalf("after the close frame, read %d more bytes (%v), want the TCP connection closed", n, err)
-	}
-	var ne interface{ Timeout() bool }
-	if errors.As(err, &ne) && ne.Timeout() {
-		c.t.Fatal("server did not close the TCP connection after its close frame")
-	}
-}
-
 // expectOpen requires the socket to be open and to have nothing queued for
 // the client before an echo ask's response (a quiet check: frames of
 // something the socket must not receive would come first when the server
@@ -483,30 +241,12 @@ func (c *e2eConn) expectOpen() {
 func (c *e2eConn) drainOpen() {
 	c.t.Helper()
 	id := c.id()
-	c.send(`{"sys":5,"topic":"echo","msg":"drain","id":` + id + `}`)
+	c.Send(`{"sys":5,"topic":"echo","msg":"drain","id":` + id + `}`)
 	for {
 		m := c.nextMsg()
 		if m.sys() == 7 && string(m.fields["id"]) == id {
 			return
 		}
-	}
-}
-
-// expectOpenAllowNotices is expectOpen letting {"err":...} frames (tied
-// to no request) come first.
-func (c *e2eConn) expectOpenAllowNotices() {
-	c.t.Helper()
-	id := c.id()
-	c.send(`{"sys":5,"topic":"echo","msg":"notice","id":` + id + `}`)
-	for {
-		m := c.nextMsg()
-		if !m.has("sys") {
-			continue
-		}
-		if m.sys() != 7 || string(m.fields["id"]) != id {
-			c.t.Fatalf("got %s, want the echo RESPONSE id %s", m.raw, id)
-		}
-		return
 	}
 }
 
@@ -527,9 +267,9 @@ func (c *e2eConn) askRaw(topic, msg string) e2eMsg {
 	c.t.Helper()
 	id := c.id()
 	if msg == "" {
-		c.send(`{"sys":5,"topic":` + strconv.Quote(topic) + `,"id":` + id + `}`)
+		c.Send(`{"sys":5,"topic":` + strconv.Quote(topic) + `,"id":` + id + `}`)
 	} else {
-		c.send(`{"sys":5,"topic":` + strconv.Quote(topic) + `,"msg":` + msg + `,"id":` + id + `}`)
+		c.Send(`{"sys":5,"topic":` + strconv.Quote(topic) + `,"msg":` + msg + `,"id":` + id + `}`)
 	}
 	m := c.nextMsg()
 	if m.sys() != 7 || string(m.fields["id"]) != id {
@@ -544,7 +284,7 @@ func (c *e2eConn) askRaw(topic, msg string) e2eMsg {
 // begin sends BEGIN and returns the reply.
 func (c *e2eConn) begin() e2eMsg {
 	c.t.Helper()
-	c.send(`{"sys":3}`)
+	c.Send(`{"sys":3}`)
 	m := c.nextMsg()
 	if m.sys() != 3 {
 		c.t.Fatalf("BEGIN: got %s, want a BEGIN reply", m.raw)
@@ -575,7 +315,7 @@ func (c *e2eConn) subscribeRaw(channel, query string) e2eMsg {
 	if query != "" {
 		f += `,"query":` + query
 	}
-	c.send(f + `,"id":` + id + `}`)
+	c.Send(f + `,"id":` + id + `}`)
 	m := c.nextMsg()
 	if m.sys() != 1 || string(m.fields["id"]) != id {
 		c.t.Fatalf("SUBSCRIBE %q id %s: got %s, want its reply", channel, id, m.raw)
@@ -600,12 +340,13 @@ func (c *e2eConn) expectFeed(channel, topic, msg string, uid protocol.UID) {
 	c.expectExact(e2eFeed(channel, topic, msg, uid))
 }
 
-// e2eFeed is the exact FEED frame of PROTOCOL.md.
+// e2eFeed is the exact FEED frame (docs/protocol.md, "5.5 FEED").
 func e2eFeed(channel, topic, msg string, uid protocol.UID) string {
 	return `{"sys":8,"topic":` + strconv.Quote(topic) + `,"msg":` + msg + `,"channel":` + strconv.Quote(channel) + `,"uid":"` + uid.String() + `"}`
 }
 
-// e2eUpdateSub is the exact UPDATESUB frame of PROTOCOL.md.
+// e2eUpdateSub is the exact UPDATESUB frame (docs/protocol.md, "5.6
+// UPDATESUB").
 func e2eUpdateSub(channel string, uid protocol.UID) string {
 	return `{"sys":12,"channel":` + strconv.Quote(channel) + `,"uid":"` + uid.String() + `"}`
 }

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gorilla/websocket"
+	"github.com/sss-go/sss/internal/testutil"
 	"github.com/sss-go/sss/protocol"
 )
 
@@ -25,20 +25,23 @@ func TestShutdownSeesLateSocket(t *testing.T) {
 		})
 	}
 	ts := newTestServer(t, nil, Options{HeartbeatInterval: -1, ShutdownSpread: -1, Logger: quietLogger()})
-	other := dial(t, ts.url)
-	other.begin()
+	other, _, err := testutil.DialWire(t, ts.url, testutil.WireOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other.Send(`{"sys":3}`)
+	other.Next() // the BEGIN reply: registered
 	testHookRegister.Store(&hook)
 	defer testHookRegister.Store(nil)
 	type result struct {
-		ws   *websocket.Conn
+		c    *testutil.WireConn
 		resp *http.Response
 		err  error
 	}
 	late := make(chan result, 1)
 	go func() {
-		d := websocket.Dialer{HandshakeTimeout: testTimeout}
-		ws, resp, err := d.Dial(ts.url, nil)
-		late <- result{ws, resp, err}
+		c, resp, err := testutil.DialWire(t, ts.url, testutil.WireOptions{})
+		late <- result{c, resp, err}
 	}()
 	<-entered // the late upgrade is past the draining check, not registered
 	shut := make(chan error, 1)
@@ -48,9 +51,7 @@ func TestShutdownSeesLateSocket(t *testing.T) {
 		shut <- ts.Shutdown(ctx)
 	}()
 	// Shutdown is closing the sockets it found.
-	if code, _ := other.expectClose(); code != protocol.CloseGoingAway {
-		t.Fatalf("other socket closed with %d, want 1001", code)
-	}
+	other.ExpectClose(protocol.CloseGoingAway)
 	close(release)
 	if err := <-shut; err != nil {
 		t.Fatalf("Shutdown with a socket registered during it: %v", err)
@@ -62,10 +63,6 @@ func TestShutdownSeesLateSocket(t *testing.T) {
 			t.Errorf("late upgrade failed with %v (%v), want HTTP 503 or a socket closed with 1001", r.err, r.resp)
 		}
 	default:
-		defer r.ws.Close()
-		c := &client{t: t, ws: r.ws}
-		if code, _ := c.expectClose(); code != protocol.CloseGoingAway {
-			t.Errorf("late socket closed with %d, want 1001", code)
-		}
+		r.c.ExpectClose(protocol.CloseGoingAway)
 	}
 }
