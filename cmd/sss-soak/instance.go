@@ -181,7 +181,7 @@ func newChatServer(ctx context.Context, sc scaler.Scaler, hb time.Duration, log 
 		SessionParser: func(r *http.Request) (*server.Session, error) {
 			return &server.Session{User: r.URL.Query().Get("user")}, nil
 		},
-		DefaultChannel:    server.ChannelOptions{Presence: true, ClientPublish: true, History: true},
+		DefaultChannel:    server.ChannelOptions{Presence: true, History: true},
 		HeartbeatInterval: hb,
 		// A client away for a whole fault must recover all it missed.
 		MaxRecovery:    1 << 20,

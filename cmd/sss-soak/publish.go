@@ -179,7 +179,7 @@ func (p *publishers) publishOne(hard context.Context, channel string) {
 	msg := payload(r.id)
 	for attempt := 0; hard.Err() == nil; attempt++ {
 		actx, cancel := context.WithTimeout(hard, 10*time.Second)
-		uid, err := p.pub.Publish(actx, channel, "message", msg, key)
+		uid, err := p.pub.Publish(actx, channel, "message", msg, server.PublishOptions{IdempotencyKey: key})
 		cancel()
 		if !p.led.attempt(r, uid, err) {
 			return
