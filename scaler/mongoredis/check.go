@@ -48,12 +48,7 @@ func (ss *streams) started(quietSince time.Time) []*stream {
 func (ss *streams) checkLoop() {
 	t := time.NewTicker(ss.checkEach)
 	defer t.Stop()
-	for {
-		select {
-		case <-ss.run.ctx.Done():
-			return
-		case <-t.C:
-		}
+	for ss.run.tick(t.C) {
 		quiet := ss.started(time.Now().Add(-ss.checkEach))
 		if err := ss.checkMany(quiet); err != nil && ss.run.ctx.Err() == nil {
 			ss.out.event(scaler.EventBackendError, "", 0, opError("check channels", err))

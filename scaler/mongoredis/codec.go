@@ -30,8 +30,8 @@ import (
 //
 // What an instance of format 1 does with format 2 data: documents and
 // envelopes only gained fields, which it ignores, so it reads them as
-// before (the meta document, named "", is a channel without epoch to it,
-// which has no publications). It rejects a relay message of format 2
+// before (to it the meta document, named "", is a channel without epoch
+// and without publications). It rejects a relay message of format 2
 // ("unknown version", logged) and finds the publication in the log at its
 // next check of the channel, so during a deploy it keeps delivering
 // every publication once and in order, up to CheckInterval late. A

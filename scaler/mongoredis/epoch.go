@@ -83,13 +83,9 @@ func (l *mlog) lookupMany(ctx context.Context, names []string) (map[string]chanD
 			ids = append(ids, n)
 		}
 	}
-	cur, err := l.chans.Find(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: ids}}}})
+	raw, err := findAll[bson.Raw](ctx, l.chans, "read channels", bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: ids}}}}, options.Find())
 	if err != nil {
-		return nil, "", unavailable("read channels", err)
-	}
-	var raw []bson.Raw
-	if err := cur.All(ctx, &raw); err != nil {
-		return nil, "", unavailable("read channels", err)
+		return nil, "", err
 	}
 	out := make(map[string]chanDoc, len(raw))
 	secret := ""
@@ -225,14 +221,6 @@ func (l *mlog) reset(ctx context.Context, ch string) (string, error) {
 // channelPage lists up to n channel documents whose name sorts after
 // `after`, in name order (the meta document, named "", never does).
 func (l *mlog) channelPage(ctx context.Context, after string, n int) ([]chanDoc, error) {
-	cur, err := l.chans.Find(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$gt", Value: after}}}},
+	return findAll[chanDoc](ctx, l.chans, "list channels", bson.D{{Key: "_id", Value: bson.D{{Key: "$gt", Value: after}}}},
 		options.Find().SetSort(bson.D{{Key: "_id", Value: 1}}).SetLimit(int64(n)))
-	if err != nil {
-		return nil, unavailable("list channels", err)
-	}
-	var docs []chanDoc
-	if err := cur.All(ctx, &docs); err != nil {
-		return nil, unavailable("list channels", err)
-	}
-	return docs, nil
 }

@@ -72,6 +72,17 @@ func (g *group) after(d time.Duration, f func()) {
 	g.timers[t] = struct{}{}
 }
 
+// tick waits for the next tick of c; it reports false once the group
+// halts.
+func (g *group) tick(c <-chan time.Time) bool {
+	select {
+	case <-g.ctx.Done():
+		return false
+	case <-c:
+		return true
+	}
+}
+
 // halt stops the timers, refuses new goroutines and cancels the group's
 // context.
 func (g *group) halt() {

@@ -382,9 +382,24 @@ func applyArgs(kind, ttl string, ws []write) []any {
 	return args
 }
 
-// writeEntry writes one change (Join, Leave, AddUser, RemoveUser) at once
-// and records the outcome; a failed write stays dirty and is made good
-// at the next renewal.
+// change records one change of what is held (Join, Leave, AddUser,
+// RemoveUser): f makes it under the lock and returns its write, or false
+// when Redis need not learn of it. The write goes to p's key under the
+// current lease at once (writeEntry).
+func (ls *leases) change(ctx context.Context, f func(h *held) (write, bool), p keyPlan) error {
+	ls.mu.Lock()
+	w, changed := f(&ls.held)
+	lease := ls.leaseLocked()
+	ls.mu.Unlock()
+	if !changed {
+		return nil
+	}
+	p.writes = []write{w}
+	return ls.writeEntry(ctx, p, lease)
+}
+
+// writeEntry writes the changes of p at once and records the outcome; a
+// failed write stays dirty and is made good at the next renewal.
 func (ls *leases) writeEntry(ctx context.Context, p keyPlan, lease string) error {
 	key, kind := ls.planKey(&p, lease)
 	err := applyScript.Run(ctx, ls.rdb, []string{key}, applyArgs(kind, ls.ttlArg(), p.writes)...).Err()

@@ -242,14 +242,25 @@ func (l *mlog) newest(ctx context.Context, ch, ep string, limit int) ([]pubDoc, 
 	return l.find(ctx, chanEp(ch, ep), opts)
 }
 
-func (l *mlog) find(ctx context.Context, filter bson.D, opts *options.FindOptionsBuilder) ([]pubDoc, error) {
-	cur, err := l.pubs.Find(ctx, filter, opts)
+// findAll returns every document of coll matching filter, decoded as T;
+// its errors say what it read.
+func findAll[T any](ctx context.Context, coll *mongo.Collection, what string, filter bson.D, opts *options.FindOptionsBuilder) ([]T, error) {
+	cur, err := coll.Find(ctx, filter, opts)
 	if err != nil {
-		return nil, unavailable("read log", err)
+		return nil, unavailable(what, err)
 	}
-	var docs []pubDoc
+	var docs []T
 	if err := cur.All(ctx, &docs); err != nil {
-		return nil, unavailable("read log", err)
+		return nil, unavailable(what, err)
+	}
+	return docs, nil
+}
+
+// find returns the publications matching filter (those with a valid seq).
+func (l *mlog) find(ctx context.Context, filter bson.D, opts *options.FindOptionsBuilder) ([]pubDoc, error) {
+	docs, err := findAll[pubDoc](ctx, l.pubs, "read log", filter, opts)
+	if err != nil {
+		return nil, err
 	}
 	out := docs[:0]
 	for _, d := range docs {

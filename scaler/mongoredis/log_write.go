@@ -166,13 +166,5 @@ func (l *mlog) tips(ctx context.Context, qs []tipQuery) ([]chanSeq, error) {
 		}
 		or[i] = append(chanEp(q.ch, q.ep), bson.E{Key: "seq", Value: bson.D{{Key: op, Value: int64(q.from)}}})
 	}
-	cur, err := l.pubs.Find(ctx, bson.D{{Key: "$or", Value: or}}, options.Find().SetProjection(chanSeqOnly))
-	if err != nil {
-		return nil, unavailable("check channels", err)
-	}
-	var docs []chanSeq
-	if err := cur.All(ctx, &docs); err != nil {
-		return nil, unavailable("check channels", err)
-	}
-	return docs, nil
+	return findAll[chanSeq](ctx, l.pubs, "check channels", bson.D{{Key: "$or", Value: or}}, options.Find().SetProjection(chanSeqOnly))
 }

@@ -34,13 +34,9 @@ func (s *Scaler) Join(ctx context.Context, channel string, member scaler.Member)
 	if err != nil {
 		return opError(op, err)
 	}
-	ls := s.leases
-	ls.mu.Lock()
-	ver := ls.held.join(channel, member.ID, string(v))
-	lease := ls.leaseLocked()
-	ls.mu.Unlock()
-	w := write{id: member.ID, val: string(v), ver: ver, live: true}
-	return wrapNil(op, ls.writeEntry(ctx, keyPlan{channel: channel, writes: []write{w}}, lease))
+	return wrapNil(op, s.leases.change(ctx, func(h *held) (write, bool) {
+		return write{id: member.ID, val: string(v), ver: h.join(channel, member.ID, string(v)), live: true}, true
+	}, keyPlan{channel: channel}))
 }
 
 // Leave removes the member with that id from channel (one this instance
@@ -50,16 +46,10 @@ func (s *Scaler) Leave(ctx context.Context, channel, memberID string) error {
 	if s.isClosed() {
 		return closedError(op)
 	}
-	ls := s.leases
-	ls.mu.Lock()
-	ver, ok := ls.held.leave(channel, memberID)
-	lease := ls.leaseLocked()
-	ls.mu.Unlock()
-	if !ok {
-		return nil
-	}
-	w := write{id: memberID, ver: ver}
-	return wrapNil(op, ls.writeEntry(ctx, keyPlan{channel: channel, writes: []write{w}}, lease))
+	return wrapNil(op, s.leases.change(ctx, func(h *held) (write, bool) {
+		ver, held := h.leave(channel, memberID)
+		return write{id: memberID, ver: ver}, held
+	}, keyPlan{channel: channel}))
 }
 
 // Presence returns the members present on channel on every instance whose
@@ -117,16 +107,10 @@ func (s *Scaler) AddUser(ctx context.Context, user string) error {
 	if s.isClosed() {
 		return closedError(op)
 	}
-	ls := s.leases
-	ls.mu.Lock()
-	ver, first := ls.held.addUser(user)
-	lease := ls.leaseLocked()
-	ls.mu.Unlock()
-	if !first {
-		return nil
-	}
-	w := write{id: user, ver: ver, live: true}
-	return wrapNil(op, ls.writeEntry(ctx, keyPlan{users: true, writes: []write{w}}, lease))
+	return wrapNil(op, s.leases.change(ctx, func(h *held) (write, bool) {
+		ver, first := h.addUser(user)
+		return write{id: user, ver: ver, live: true}, first
+	}, keyPlan{users: true}))
 }
 
 // RemoveUser undoes one AddUser; without a matching AddUser it does
@@ -136,16 +120,10 @@ func (s *Scaler) RemoveUser(ctx context.Context, user string) error {
 	if s.isClosed() {
 		return closedError(op)
 	}
-	ls := s.leases
-	ls.mu.Lock()
-	ver, last := ls.held.removeUser(user)
-	lease := ls.leaseLocked()
-	ls.mu.Unlock()
-	if !last {
-		return nil
-	}
-	w := write{id: user, ver: ver}
-	return wrapNil(op, ls.writeEntry(ctx, keyPlan{users: true, writes: []write{w}}, lease))
+	return wrapNil(op, s.leases.change(ctx, func(h *held) (write, bool) {
+		ver, last := h.removeUser(user)
+		return write{id: user, ver: ver}, last
+	}, keyPlan{users: true}))
 }
 
 // UserInstances returns the sorted ids of the live instances holding a

@@ -424,10 +424,8 @@ func (r *relay) probeLoop() {
 			pending = 0
 			r.probeFailed()
 		}
-		select {
-		case <-r.run.ctx.Done():
+		if !r.run.tick(t.C) {
 			return
-		case <-t.C:
 		}
 	}
 }

@@ -52,12 +52,12 @@ func (st *stream) verify() {
 // publications the stream delivered (why says how that showed).
 func (st *stream) rollback(ctx context.Context, why string) {
 	old := st.epoch
-	info, err := st.set.mlog.lookup(ctx, st.ch)
-	if err != nil {
-		st.retry(itemVerify, err)
+	info, ok := st.lookup(ctx, itemVerify)
+	if !ok {
 		return
 	}
 	d, moved := info.doc, false
+	var err error
 	if d.Epoch == old {
 		d, err = st.set.mlog.moveEpoch(ctx, st.ch, old, rollbackEpoch(info.secret, st.ch, old))
 		if err == nil && d.Epoch == old {

@@ -197,11 +197,7 @@ func (s *Scaler) Subscribe(ctx context.Context, channel string) (protocol.UID, e
 		return protocol.UID{}, st.err
 	}
 	// Already live: the stream goes on; report the current position.
-	pos, err := s.mlog.position(ctx, channel)
-	if err != nil {
-		return protocol.UID{}, opError(op, err)
-	}
-	return pos, nil
+	return s.position(ctx, op, channel)
 }
 
 func (s *Scaler) startStream(ctx context.Context, st *stream, op string) (protocol.UID, error) {
@@ -290,6 +286,11 @@ func (s *Scaler) Position(ctx context.Context, channel string) (protocol.UID, er
 	if s.isClosed() {
 		return protocol.UID{}, closedError(op)
 	}
+	return s.position(ctx, op, channel)
+}
+
+// position reads the channel's position for op.
+func (s *Scaler) position(ctx context.Context, op, channel string) (protocol.UID, error) {
 	pos, err := s.mlog.position(ctx, channel)
 	if err != nil {
 		return protocol.UID{}, opError(op, err)

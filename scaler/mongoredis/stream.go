@@ -426,13 +426,23 @@ func (st *stream) reset(pos protocol.UID, err error) {
 	}
 }
 
+// lookup reads the channel's document; when it cannot, it schedules
+// another attempt of kind and reports false.
+func (st *stream) lookup(ctx context.Context, kind itemKind) (chanInfo, bool) {
+	info, err := st.set.mlog.lookup(ctx, st.ch)
+	if err != nil {
+		st.retry(kind, err)
+		return chanInfo{}, false
+	}
+	return info, true
+}
+
 // epochMismatch handles a publication of another epoch than the stream's.
 func (st *stream) epochMismatch(it item) {
 	ctx, cancel := st.ctx()
 	defer cancel()
-	info, err := st.set.mlog.lookup(ctx, st.ch)
-	if err != nil {
-		st.retry(itemCheck, err)
+	info, ok := st.lookup(ctx, itemCheck)
+	if !ok {
 		return
 	}
 	d := info.doc
@@ -453,9 +463,8 @@ func (st *stream) check() {
 	}
 	ctx, cancel := st.ctx()
 	defer cancel()
-	info, err := st.set.mlog.lookup(ctx, st.ch)
-	if err != nil {
-		st.retry(itemCheck, err)
+	info, ok := st.lookup(ctx, itemCheck)
+	if !ok {
 		return
 	}
 	d := info.doc

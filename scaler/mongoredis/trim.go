@@ -43,12 +43,7 @@ const (
 func (s *Scaler) trimLoop() {
 	t := time.NewTicker(s.opts.TrimInterval)
 	defer t.Stop()
-	for round := 0; ; round++ {
-		select {
-		case <-s.run.ctx.Done():
-			return
-		case <-t.C:
-		}
+	for round := 0; s.run.tick(t.C); round++ {
 		s.writers.sweep()
 		ctx, cancel := context.WithTimeout(s.run.ctx, s.opts.TrimInterval)
 		ok, err := s.rdb.SetNX(ctx, s.opts.Prefix+":trimlock", s.id, s.opts.TrimInterval*9/10).Result()
