@@ -149,8 +149,15 @@ func TestRedisRestart(t *testing.T) {
 	f := startFlow(t, ch, 5*time.Second, 8, scs[0], scs[1])
 	testutil.WaitFor(t, 30*time.Second, func() bool { n, _ := f.counts(); return n >= 50 }, "50 publications before the fault")
 	rd.Stop()
+	stopped := time.Now()
 	before, _ := f.counts()
-	testutil.WaitFor(t, 30*time.Second, func() bool { n, _ := f.counts(); return n >= before+100 }, "100 publications while Redis is down")
+	// Down for longer than a relay publish retries (relayTimeout), so
+	// that the first publications of the outage are surely never relayed:
+	// the instances must fill them from the log.
+	testutil.WaitFor(t, 30*time.Second, func() bool {
+		n, _ := f.counts()
+		return n >= before+100 && time.Since(stopped) > relayTimeout+500*time.Millisecond
+	}, "100 publications while Redis is down, for longer than a relay publish retries")
 	rd.Start()
 	for i, r := range recs {
 		r.waitFor(t, 30*time.Second, fmt.Sprintf("instance %d to report the relay back", i), func() bool {
