@@ -139,8 +139,8 @@ func testThreeServers(t *testing.T, cl *cluster, faults fault) {
 		// server1 misses the first relayed publication (it must read it
 		// from MongoDB before delivering the next); server2 gets it late
 		// (it must hold the later ones back meanwhile).
-		ins[1].sc.DropNextRelay(channel)
-		ins[2].sc.DelayNextRelay(channel, 300*time.Millisecond)
+		injectorOf(t, ins[1].sc).DropNextRelay(channel)
+		injectorOf(t, ins[2].sc).DelayNextRelay(channel, 300*time.Millisecond)
 	}
 	close(release)
 	if faults == redisDown {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/sss-go/sss/client"
+	"github.com/sss-go/sss/internal/testhook"
 	"github.com/sss-go/sss/internal/testutil"
 	"github.com/sss-go/sss/protocol"
 	"github.com/sss-go/sss/scaler"
@@ -23,7 +24,25 @@ import (
 	"github.com/sss-go/sss/server"
 )
 
-func TestMain(m *testing.M) { testutil.Main(m) }
+func TestMain(m *testing.M) {
+	testhook.SetFaults(func(sc scaler.Scaler, fi scaler.FaultInjector) { injectors.Store(sc, fi) })
+	testutil.Main(m)
+}
+
+// injectors maps every mongoredis scaler the tests create to its fault
+// injector (handed over through internal/testhook: the scaler exports
+// none).
+var injectors sync.Map
+
+// injectorOf returns the fault injector of sc.
+func injectorOf(t *testing.T, sc *mongoredis.Scaler) scaler.FaultInjector {
+	t.Helper()
+	fi, ok := injectors.Load(sc)
+	if !ok {
+		t.Fatalf("no fault injector for scaler %s", sc.ID())
+	}
+	return fi.(scaler.FaultInjector)
+}
 
 // wait bounds every wait of these tests: a failure bound on a loaded
 // 2-core machine, never a pace.

@@ -97,8 +97,8 @@ func TestOptions(t *testing.T) {
 			if (err == nil) != tc.ok {
 				t.Fatalf("withDefaults() error = %v, want ok %v", err, tc.ok)
 			}
-			if err != nil && !errors.Is(err, ErrOptions) {
-				t.Fatalf("error %v does not wrap ErrOptions", err)
+			if err != nil && !errors.Is(err, ErrBadOptions) {
+				t.Fatalf("error %v does not wrap ErrBadOptions", err)
 			}
 			if tc.ok && (o.Database != defaultDatabase || o.Prefix != defaultPrefix || o.CollectionPrefix != defaultPrefix ||
 				o.DefaultRetention.MaxCount != defaultMaxCount || o.LeaseTTL != defaultLeaseTTL || o.InstanceID == "" || o.Logger == nil) {
@@ -106,11 +106,11 @@ func TestOptions(t *testing.T) {
 			}
 		})
 	}
-	if _, err := New(context.Background(), Options{RedisURL: "redis://x"}); !errors.Is(err, ErrOptions) {
-		t.Fatalf("New without MongoDB = %v, want ErrOptions", err)
+	if _, err := New(context.Background(), Options{RedisURL: "redis://x"}); !errors.Is(err, ErrBadOptions) {
+		t.Fatalf("New without MongoDB = %v, want ErrBadOptions", err)
 	}
-	if _, err := New(context.Background(), Options{MongoURI: "mongodb://127.0.0.1:1", RedisURL: "nope://"}); !errors.Is(err, ErrOptions) {
-		t.Fatalf("New with a bad RedisURL = %v, want ErrOptions", err)
+	if _, err := New(context.Background(), Options{MongoURI: "mongodb://127.0.0.1:1", RedisURL: "nope://"}); !errors.Is(err, ErrBadOptions) {
+		t.Fatalf("New with a bad RedisURL = %v, want ErrBadOptions", err)
 	}
 	o, _ := Options{MongoURI: "mongodb://x", RedisURL: "redis://x"}.withDefaults()
 	if o.ConnectTimeout != defaultConnect || o.WriteConcern == nil || o.WriteConcern.W != "majority" ||

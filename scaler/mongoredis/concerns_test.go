@@ -99,7 +99,7 @@ func TestConcernsOnTheWire(t *testing.T) {
 	if _, err := a.Publish(ctx, ch, "t", json.RawMessage(`1`), scaler.PublishOptions{IdempotencyKey: "a"}); err != nil {
 		t.Fatal(err)
 	}
-	b.DropNextRelay(ch)
+	b.dropNextRelay(ch)
 	last, err := a.Publish(ctx, ch, "t", json.RawMessage(`2`), scaler.PublishOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -119,7 +119,7 @@ func TestConcernsOnTheWire(t *testing.T) {
 	if _, err := a.Publish(ctx, "concerns-reset", "t", json.RawMessage(`1`), scaler.PublishOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.ResetHistory(ctx, "concerns-reset"); err != nil {
+	if err := a.resetHistory(ctx, "concerns-reset"); err != nil {
 		t.Fatal(err)
 	}
 	if err := a.trimRound(ctx, time.Second, true); err != nil {

@@ -22,24 +22,17 @@ func (s *Scaler) connect(ctx context.Context) error {
 	o := &s.opts
 	ctx, cancel := context.WithTimeout(ctx, o.ConnectTimeout)
 	defer cancel()
-	redisAddr, err := s.redisClient()
+	rdb, own, redisAddr, err := redisClient(o)
 	if err != nil {
 		return err
 	}
-	mongoAddr := "MongoDB"
-	if s.mc == nil {
-		co := mopts.Client().ApplyURI(o.MongoURI)
-		if len(co.Hosts) > 0 {
-			mongoAddr = "MongoDB at " + strings.Join(co.Hosts, ",")
-		}
-		mc, err := mongo.Connect(co)
-		if err != nil {
-			return fmt.Errorf("%w: MongoURI: %w", ErrOptions, err)
-		}
-		s.mc, s.ownMC = mc, true
+	s.rdb, s.ownRD = rdb, own
+	mc, own, mongoAddr, err := mongoClient(o)
+	if err != nil {
+		return err
 	}
-	s.mlog = newLog(s.mc.Database(o.Database), o.CollectionPrefix, o.WriteConcern, o.ReadConcern)
-	if err := s.mc.Ping(ctx, readpref.Primary()); err != nil {
+	s.mlog = newLog(mc, own, o)
+	if err := s.mlog.ping(ctx, readpref.Primary()); err != nil {
 		return connectErr(ctx, mongoAddr, err)
 	}
 	if err := s.rdb.Ping(ctx).Err(); err != nil {
@@ -54,38 +47,55 @@ func (s *Scaler) connect(ctx context.Context) error {
 // connectErr wraps a failure to reach addr during New.
 func connectErr(ctx context.Context, addr string, err error) error {
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		return fmt.Errorf("sss/mongoredis: connect: %s did not answer in time: %w: %w", addr, scaler.ErrUnavailable, err)
+		return opError("connect", fmt.Errorf("%s did not answer in time: %w: %w", addr, scaler.ErrUnavailable, err))
 	}
-	return fmt.Errorf("sss/mongoredis: connect: %s: %w: %w", addr, scaler.ErrUnavailable, err)
+	return opError("connect", fmt.Errorf("%s: %w: %w", addr, scaler.ErrUnavailable, err))
 }
 
-// redisClient sets s.rdb (creating it unless the caller gave one) and
-// returns a description of its address for errors. A client the scaler
-// creates honours context deadlines, so that every Redis call is bounded
-// by the caller's deadline (ConnectTimeout included).
-func (s *Scaler) redisClient() (string, error) {
-	o := &s.opts
+// mongoClient returns the MongoDB client to use (creating it unless the
+// caller gave one: then own is true) and a description of its address
+// for errors.
+func mongoClient(o *Options) (mc *mongo.Client, own bool, addr string, err error) {
+	if o.MongoClient != nil {
+		return o.MongoClient, false, "MongoDB", nil
+	}
+	co := mopts.Client().ApplyURI(o.MongoURI)
+	addr = "MongoDB"
+	if len(co.Hosts) > 0 {
+		addr = "MongoDB at " + strings.Join(co.Hosts, ",")
+	}
+	mc, err = mongo.Connect(co)
+	if err != nil {
+		return nil, false, "", fmt.Errorf("%w: MongoURI: %w", ErrBadOptions, err)
+	}
+	return mc, true, addr, nil
+}
+
+// redisClient returns the Redis client to use (creating it unless the
+// caller gave one: then own is true) and a description of its address
+// for errors. A client the scaler creates honours context deadlines, so
+// that every Redis call is bounded by the caller's deadline
+// (ConnectTimeout included).
+func redisClient(o *Options) (rdb redis.UniversalClient, own bool, addr string, err error) {
 	switch {
-	case s.rdb != nil:
-		switch c := s.rdb.(type) {
+	case o.RedisClient != nil:
+		switch c := o.RedisClient.(type) {
 		case *redis.Client:
-			return "Redis at " + c.Options().Addr, nil
+			return c, false, "Redis at " + c.Options().Addr, nil
 		case *redis.ClusterClient:
-			return "Redis Cluster at " + strings.Join(c.Options().Addrs, ","), nil
+			return c, false, "Redis Cluster at " + strings.Join(c.Options().Addrs, ","), nil
 		}
-		return "Redis", nil
+		return o.RedisClient, false, "Redis", nil
 	case o.Redis != nil:
 		ro := *o.Redis
 		ro.ContextTimeoutEnabled = true
-		s.rdb, s.ownRD = redis.NewUniversalClient(&ro), true
-		return "Redis at " + strings.Join(ro.Addrs, ","), nil
+		return redis.NewUniversalClient(&ro), true, "Redis at " + strings.Join(ro.Addrs, ","), nil
 	}
 	po, err := redis.ParseURL(o.RedisURL)
 	if err != nil {
 		// The error may quote the URL: keep only what it says is wrong.
-		return "", fmt.Errorf("%w: RedisURL: cannot parse it", ErrOptions)
+		return nil, false, "", fmt.Errorf("%w: RedisURL: cannot parse it", ErrBadOptions)
 	}
 	po.ContextTimeoutEnabled = true
-	s.rdb, s.ownRD = redis.NewClient(po), true
-	return "Redis at " + po.Addr, nil
+	return redis.NewClient(po), true, "Redis at " + po.Addr, nil
 }

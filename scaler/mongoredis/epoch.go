@@ -36,6 +36,7 @@ const metaID = ""
 // metaDoc is the namespace's meta document.
 type metaDoc struct {
 	ID     string `bson:"_id"`
+	V      int32  `bson:"v,omitempty"`
 	Secret string `bson:"secret"`
 }
 
@@ -82,13 +83,9 @@ func (l *mlog) lookupMany(ctx context.Context, names []string) (map[string]chanD
 			ids = append(ids, n)
 		}
 	}
-	cur, err := l.chans.Find(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: ids}}}})
+	raw, err := findAll[bson.Raw](ctx, l.chans, "read channels", bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: ids}}}}, options.Find())
 	if err != nil {
-		return nil, "", unavailable("read channels", err)
-	}
-	var raw []bson.Raw
-	if err := cur.All(ctx, &raw); err != nil {
-		return nil, "", unavailable("read channels", err)
+		return nil, "", err
 	}
 	out := make(map[string]chanDoc, len(raw))
 	secret := ""
@@ -101,7 +98,7 @@ func (l *mlog) lookupMany(ctx context.Context, names []string) (map[string]chanD
 		}
 		var d chanDoc
 		if err := bson.Unmarshal(r, &d); err != nil || !protocol.ValidEpoch(d.Epoch) || d.Floor < 0 {
-			return nil, "", fmt.Errorf("%w: channel %q: bad channel document", ErrMalformed, id)
+			return nil, "", malformed(fmt.Sprintf("channel %q", id), "bad channel document")
 		}
 		out[d.Ch] = d
 	}
@@ -118,7 +115,7 @@ func (l *mlog) lookupMany(ctx context.Context, names []string) (map[string]chanD
 func (l *mlog) createSecret(ctx context.Context) (string, error) {
 	var b [24]byte
 	_, _ = rand.Read(b[:])
-	m := metaDoc{ID: metaID, Secret: hex.EncodeToString(b[:])}
+	m := metaDoc{ID: metaID, V: formatVersion, Secret: hex.EncodeToString(b[:])}
 	_, err := l.chans.InsertOne(ctx, m)
 	if err == nil {
 		return m.Secret, nil
@@ -131,7 +128,7 @@ func (l *mlog) createSecret(ctx context.Context) (string, error) {
 		return "", unavailable("read namespace secret", err)
 	}
 	if theirs.Secret == "" {
-		return "", fmt.Errorf("%w: empty namespace secret", ErrMalformed)
+		return "", malformed("namespace meta document", "empty secret")
 	}
 	return theirs.Secret, nil
 }
@@ -165,6 +162,7 @@ func (l *mlog) ensureChannel(ctx context.Context, ch string) (chanDoc, error) {
 		if err := l.ensureIndexes(ctx); err != nil {
 			return chanDoc{}, err
 		}
+		info.doc.V = formatVersion
 		_, err = l.chans.InsertOne(ctx, info.doc)
 		if err == nil {
 			return info.doc, nil
@@ -185,10 +183,9 @@ func (l *mlog) moveEpoch(ctx context.Context, ch, old, next string) (chanDoc, er
 	if err != nil || info.doc.Epoch != old {
 		return info.doc, err
 	}
-	d := chanDoc{Ch: ch, Epoch: next}
+	d := chanDoc{Ch: ch, V: formatVersion, Epoch: next}
 	if info.found {
-		_, err = l.chans.UpdateOne(ctx, bson.D{{Key: "_id", Value: ch}, {Key: "ep", Value: old}},
-			bson.D{{Key: "$set", Value: bson.D{{Key: "ep", Value: next}, {Key: "floor", Value: int64(0)}}}})
+		_, err = l.chans.UpdateOne(ctx, bson.D{{Key: "_id", Value: ch}, {Key: "ep", Value: old}}, newEpochUpdate(next))
 	} else {
 		_, err = l.chans.InsertOne(ctx, d)
 		if mongo.IsDuplicateKeyError(err) {
@@ -202,12 +199,16 @@ func (l *mlog) moveEpoch(ctx context.Context, ch, old, next string) (chanDoc, er
 	return info.doc, err
 }
 
+// newEpochUpdate moves a channel document to epoch ep with an empty log
+// (in this version's format).
+func newEpochUpdate(ep string) bson.D {
+	return bson.D{{Key: "$set", Value: bson.D{{Key: "v", Value: formatVersion}, {Key: "ep", Value: ep}, {Key: "floor", Value: int64(0)}}}}
+}
+
 // reset starts a new random epoch for ch and removes its history.
 func (l *mlog) reset(ctx context.Context, ch string) (string, error) {
 	ep := protocol.NewEpoch()
-	_, err := l.chans.UpdateOne(ctx, bson.D{{Key: "_id", Value: ch}},
-		bson.D{{Key: "$set", Value: bson.D{{Key: "ep", Value: ep}, {Key: "floor", Value: int64(0)}}}},
-		options.UpdateOne().SetUpsert(true))
+	_, err := l.chans.UpdateOne(ctx, bson.D{{Key: "_id", Value: ch}}, newEpochUpdate(ep), options.UpdateOne().SetUpsert(true))
 	if err != nil {
 		return "", unavailable("reset history", err)
 	}
@@ -220,14 +221,6 @@ func (l *mlog) reset(ctx context.Context, ch string) (string, error) {
 // channelPage lists up to n channel documents whose name sorts after
 // `after`, in name order (the meta document, named "", never does).
 func (l *mlog) channelPage(ctx context.Context, after string, n int) ([]chanDoc, error) {
-	cur, err := l.chans.Find(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$gt", Value: after}}}},
+	return findAll[chanDoc](ctx, l.chans, "list channels", bson.D{{Key: "_id", Value: bson.D{{Key: "$gt", Value: after}}}},
 		options.Find().SetSort(bson.D{{Key: "_id", Value: 1}}).SetLimit(int64(n)))
-	if err != nil {
-		return nil, unavailable("list channels", err)
-	}
-	var docs []chanDoc
-	if err := cur.All(ctx, &docs); err != nil {
-		return nil, unavailable("list channels", err)
-	}
-	return docs, nil
 }

@@ -5,94 +5,92 @@ import (
 	"fmt"
 	"time"
 
-	"go.mongodb.org/mongo-driver/v2/bson"
-
 	"github.com/sss-go/sss/scaler"
 )
 
-// faultRelay applies DropNextRelay and DelayNextRelay; it reports whether
-// the publication was taken.
-func (s *Scaler) faultRelay(ch string, p scaler.Publication, id bson.ObjectID) bool {
-	s.faultMu.Lock()
-	drop := s.drop[ch]
-	d, delay := s.delay[ch]
-	delete(s.drop, ch)
-	if !drop {
-		delete(s.delay, ch)
-	}
-	s.faultMu.Unlock()
-	switch {
-	case drop:
-		return true
-	case delay:
-		s.afterFunc(d, func() { s.onRelay(p, id) })
-		return true
-	}
-	return false
+// Fault injection, for tests only: the methods are unexported, so that no
+// user of the package calls them by accident. This package's tests wrap
+// the Scaler with faultInjector; tests elsewhere in this module receive
+// it through internal/testhook.
+
+// faultInjector makes a Scaler a scaler.FaultInjector.
+type faultInjector struct{ s *Scaler }
+
+var _ scaler.FaultInjector = faultInjector{}
+
+func (f faultInjector) DropNextRelay(channel string) { f.s.dropNextRelay(channel) }
+
+func (f faultInjector) DelayNextRelay(channel string, d time.Duration) {
+	f.s.delayNextRelay(channel, d)
 }
 
-// DropNextRelay makes this instance miss the next relayed publication of
+func (f faultInjector) PauseLease() { f.s.leases.pause() }
+
+func (f faultInjector) ResumeLease() { f.s.leases.unpause() }
+
+func (f faultInjector) ResetHistory(ctx context.Context, channel string) error {
+	return f.s.resetHistory(ctx, channel)
+}
+
+func (f faultInjector) Trim(ctx context.Context, channel string, seq uint64) error {
+	return f.s.trim(ctx, channel, seq)
+}
+
+// dropNextRelay makes this instance miss the next relayed publication of
 // channel; it stays durable and is filled from the log.
-func (s *Scaler) DropNextRelay(channel string) {
-	s.faultMu.Lock()
-	s.drop[channel] = true
-	s.faultMu.Unlock()
+func (s *Scaler) dropNextRelay(channel string) {
+	f := &s.relay.faults
+	f.mu.Lock()
+	f.drop[channel] = true
+	f.mu.Unlock()
 }
 
-// DelayNextRelay makes the next relayed publication of channel reach this
+// delayNextRelay makes the next relayed publication of channel reach this
 // instance after d.
-func (s *Scaler) DelayNextRelay(channel string, d time.Duration) {
-	s.faultMu.Lock()
-	s.delay[channel] = d
-	s.faultMu.Unlock()
+func (s *Scaler) delayNextRelay(channel string, d time.Duration) {
+	f := &s.relay.faults
+	f.mu.Lock()
+	f.delay[channel] = d
+	f.mu.Unlock()
 }
 
-// PauseLease stops renewing the lease.
-func (s *Scaler) PauseLease() { s.paused.Store(true) }
-
-// ResumeLease resumes renewing it, at once.
-func (s *Scaler) ResumeLease() {
-	s.paused.Store(false)
-	select {
-	case s.resume <- struct{}{}:
-	default:
-	}
-}
-
-// ResetHistory discards channel's history and starts a new epoch; every
+// resetHistory discards channel's history and starts a new epoch; every
 // instance is told over the control channel. No publish is acknowledged
-// into the old epoch once ResetHistory has returned, on any instance, even
+// into the old epoch once resetHistory has returned, on any instance, even
 // one the control message does not reach: every writer confirms the
 // channel's epoch after each insert and writes again, in the new epoch,
 // what it inserted into one that ended.
-func (s *Scaler) ResetHistory(ctx context.Context, channel string) error {
+func (s *Scaler) resetHistory(ctx context.Context, channel string) error {
+	op := fmt.Sprintf("reset history of %q", channel)
 	if s.isClosed() {
-		return scaler.ErrClosed
+		return closedError(op)
 	}
 	ep, err := s.mlog.reset(ctx, channel)
 	if err != nil {
-		return fmt.Errorf("sss/mongoredis: reset %q: %w", channel, err)
+		return opError(op, err)
 	}
-	if st := s.stream(channel); st != nil {
-		st.push(item{kind: itemCheck})
-	}
+	s.streams.push(channel, item{kind: itemCheck})
 	return s.epochMoved(ctx, channel, ep)
 }
 
-// Trim removes every stored publication of channel up to and including
+// trim removes every stored publication of channel up to and including
 // seq in the current epoch.
-func (s *Scaler) Trim(ctx context.Context, channel string, seq uint64) error {
+func (s *Scaler) trim(ctx context.Context, channel string, seq uint64) error {
+	op := fmt.Sprintf("trim %q", channel)
 	if s.isClosed() {
-		return scaler.ErrClosed
+		return closedError(op)
 	}
 	info, err := s.mlog.lookup(ctx, channel)
-	if err != nil || !info.found {
-		return err
+	if err != nil {
+		return opError(op, err)
+	}
+	if !info.found {
+		return nil
 	}
 	n, err := s.mlog.deleteUpTo(ctx, channel, info.doc.Epoch, seq)
 	if err != nil {
-		return fmt.Errorf("sss/mongoredis: trim %q: %w", channel, err)
+		return opError(op, err)
 	}
-	s.event(scaler.EventTrimmed, channel, int(n), nil)
+	s.out.event(scaler.EventTrimmed, channel, int(n), nil)
 	return nil
 }

@@ -82,11 +82,6 @@ func (f *flow) counts() (acked, failed int) {
 	return len(f.acked), len(f.failures)
 }
 
-func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	testutil.WaitFor(t, d, cond, what)
-}
-
 // checkStreamHas verifies that a stream is gap-free and duplicate-free
 // from after+1 to its end at last, and holds every uid in want.
 func checkStreamHas(t *testing.T, who string, ps []scaler.Publication, after, last protocol.UID, want []protocol.UID) {
@@ -112,13 +107,13 @@ func checkStreamHas(t *testing.T, who string, ps []scaler.Publication, after, la
 func fenceAll(t *testing.T, s *Scaler, ch string, recs ...*recorder) protocol.UID {
 	t.Helper()
 	var uid protocol.UID
-	waitUntil(t, 30*time.Second, "a fence publication to succeed", func() bool {
+	testutil.WaitFor(t, 30*time.Second, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		var err error
 		uid, err = s.Publish(ctx, ch, "fence", json.RawMessage(`{}`), scaler.PublishOptions{})
 		return err == nil
-	})
+	}, "a fence publication to succeed")
 	for i, r := range recs {
 		r.waitFor(t, 30*time.Second, fmt.Sprintf("instance %d to receive the fence %v", i, uid), func() bool {
 			ps := r.stream(ch)
@@ -152,10 +147,17 @@ func TestRedisRestart(t *testing.T) {
 		pos = p
 	}
 	f := startFlow(t, ch, 5*time.Second, 8, scs[0], scs[1])
-	waitUntil(t, 30*time.Second, "50 publications before the fault", func() bool { n, _ := f.counts(); return n >= 50 })
+	testutil.WaitFor(t, 30*time.Second, func() bool { n, _ := f.counts(); return n >= 50 }, "50 publications before the fault")
 	rd.Stop()
+	stopped := time.Now()
 	before, _ := f.counts()
-	waitUntil(t, 30*time.Second, "100 publications while Redis is down", func() bool { n, _ := f.counts(); return n >= before+100 })
+	// Down for longer than a relay publish retries (relayTimeout), so
+	// that the first publications of the outage are surely never relayed:
+	// the instances must fill them from the log.
+	testutil.WaitFor(t, 30*time.Second, func() bool {
+		n, _ := f.counts()
+		return n >= before+100 && time.Since(stopped) > relayTimeout+500*time.Millisecond
+	}, "100 publications while Redis is down, for longer than a relay publish retries")
 	rd.Start()
 	for i, r := range recs {
 		r.waitFor(t, 30*time.Second, fmt.Sprintf("instance %d to report the relay back", i), func() bool {
@@ -163,7 +165,7 @@ func TestRedisRestart(t *testing.T) {
 		})
 	}
 	after, _ := f.counts()
-	waitUntil(t, 30*time.Second, "50 publications after the fault", func() bool { n, _ := f.counts(); return n >= after+50 })
+	testutil.WaitFor(t, 30*time.Second, func() bool { n, _ := f.counts(); return n >= after+50 }, "50 publications after the fault")
 	f.halt()
 	last := fenceAll(t, scs[2], ch, recs...)
 	for i, r := range recs {
@@ -203,12 +205,12 @@ func TestMongoStop(t *testing.T) {
 		pos = p
 	}
 	f := startFlow(t, ch, deadline, 16, scs...)
-	waitUntil(t, 30*time.Second, "50 publications before the fault", func() bool { n, _ := f.counts(); return n >= 50 })
+	testutil.WaitFor(t, 30*time.Second, func() bool { n, _ := f.counts(); return n >= 50 }, "50 publications before the fault")
 	mg.Stop()
-	waitUntil(t, 60*time.Second, "100 failed publishes while MongoDB is down", func() bool { _, n := f.counts(); return n >= 100 })
+	testutil.WaitFor(t, 60*time.Second, func() bool { _, n := f.counts(); return n >= 100 }, "100 failed publishes while MongoDB is down")
 	mg.Start()
 	after, _ := f.counts()
-	waitUntil(t, 60*time.Second, "50 publications after MongoDB is back", func() bool { n, _ := f.counts(); return n >= after+50 })
+	testutil.WaitFor(t, 60*time.Second, func() bool { n, _ := f.counts(); return n >= after+50 }, "50 publications after MongoDB is back")
 	f.halt()
 	for i, fl := range f.failures {
 		if !errors.Is(fl.err, scaler.ErrUnavailable) && !errors.Is(fl.err, scaler.ErrUncertain) {
@@ -274,12 +276,12 @@ func TestMongoWipe(t *testing.T) {
 	rb.waitFor(t, 30*time.Second, "B to receive the first 10", func() bool { return len(rb.stream(ch)) == 10 })
 	mg.Wipe()
 	var first protocol.UID
-	waitUntil(t, 30*time.Second, "a publish to succeed after the wipe", func() bool {
+	testutil.WaitFor(t, 30*time.Second, func() bool {
 		c, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
 		first, err = a.Publish(c, ch, "t", json.RawMessage(`"new"`), scaler.PublishOptions{})
 		return err == nil
-	})
+	}, "a publish to succeed after the wipe")
 	if first.Epoch == pos.Epoch || first.Seq != 1 {
 		t.Fatalf("first publication after the wipe = %v, want seq 1 of a new epoch (old %s)", first, pos.Epoch)
 	}
@@ -336,10 +338,10 @@ func TestRelayFaults(t *testing.T) {
 				t.Fatal(err)
 			}
 			f := startFlow(t, ch, 10*time.Second, 4, a)
-			waitUntil(t, 30*time.Second, "50 publications before the fault", func() bool { n, _ := f.counts(); return n >= 50 })
+			testutil.WaitFor(t, 30*time.Second, func() bool { n, _ := f.counts(); return n >= 50 }, "50 publications before the fault")
 			before, _ := f.counts()
 			tc.fault(proxy, rb)
-			waitUntil(t, 30*time.Second, "100 publications during the fault", func() bool { n, _ := f.counts(); return n >= before+100 })
+			testutil.WaitFor(t, 30*time.Second, func() bool { n, _ := f.counts(); return n >= before+100 }, "100 publications during the fault")
 			rb.waitFor(t, 30*time.Second, "B to notice the fault", func() bool { return rb.count(tc.want) > 0 })
 			f.halt()
 			last := fenceAll(t, a, ch, ra, rb)

@@ -7,7 +7,7 @@ package mongoredis
 // leaves a tombstone until Redis confirms it. The lease renewal writes
 // whatever is dirty, so a Redis write that failed (or landed out of
 // order) is made good at the next renewal. The caller guards it with
-// Scaler.stateMu; it does no I/O.
+// leases.mu; it does no I/O.
 type held struct {
 	ver   uint64              // bumped by every change
 	pr    map[string]entrySet // channel -> member id -> entry
@@ -187,4 +187,16 @@ func (h *held) set(p *keyPlan) entrySet {
 		return h.users
 	}
 	return h.pr[p.channel]
+}
+
+// settlePlan settles every write of p with the outcome of the write that
+// carried them.
+func (h *held) settlePlan(p *keyPlan, ok bool) {
+	for _, w := range p.writes {
+		if p.users {
+			h.users.settle(w.id, w.ver, ok)
+		} else {
+			h.settlePresence(p.channel, w.id, w.ver, ok)
+		}
+	}
 }

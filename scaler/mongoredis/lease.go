@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -78,100 +80,163 @@ return redis.call('PEXPIRE', KEYS[1], ARGV[2])`)
 // limit); a larger change takes several calls.
 const maxApply = 256
 
+// leases is the instance's lease and what it holds under it: the
+// presence members and users (held.go), written to Redis and renewed.
+type leases struct {
+	rdb    redis.UniversalClient
+	run    *group
+	out    *sink
+	id     string // the instance id
+	prefix string
+	ttl    time.Duration
+
+	mu    sync.Mutex // token, held
+	token string     // the lease is "<id>:<token>"
+	held  held       // presence and users held under the lease
+
+	ok     atomic.Bool   // the lease is held (Health)
+	paused atomic.Bool   // renewals stopped (fault injection)
+	resume chan struct{} // renew at once (fault injection)
+}
+
+func newLeases(rdb redis.UniversalClient, run *group, out *sink, o *Options, id string) *leases {
+	return &leases{
+		rdb:    rdb,
+		run:    run,
+		out:    out,
+		id:     id,
+		prefix: o.Prefix,
+		ttl:    o.LeaseTTL,
+		token:  newID(),
+		held:   newHeld(),
+		resume: make(chan struct{}, 1),
+	}
+}
+
 // leaseInstance returns the instance id of a lease name.
 func leaseInstance(lease string) string {
 	id, _, _ := strings.Cut(lease, ":")
 	return id
 }
 
-func (s *Scaler) instancesKey() string { return s.opts.Prefix + ":instances" }
+func (ls *leases) instancesKey() string { return ls.prefix + ":instances" }
 
-func (s *Scaler) presenceKey(ch, lease string) string {
-	return s.opts.Prefix + ":pr:{" + ch + "}:" + lease
+func (ls *leases) presenceKey(ch, lease string) string {
+	return ls.prefix + ":pr:{" + ch + "}:" + lease
 }
 
-func (s *Scaler) usersKey(lease string) string { return s.opts.Prefix + ":us:" + lease }
+func (ls *leases) usersKey(lease string) string { return ls.prefix + ":us:" + lease }
 
-func (s *Scaler) ttlArg() string { return strconv.FormatInt(s.opts.LeaseTTL.Milliseconds(), 10) }
-
-// leaseLocked returns the current lease's name; the caller holds stateMu.
-func (s *Scaler) leaseLocked() string { return s.id + ":" + s.leaseToken }
-
-func (s *Scaler) currentLease() string {
-	s.stateMu.Lock()
-	defer s.stateMu.Unlock()
-	return s.leaseLocked()
+// planKey returns the key p is about under lease, and its kind for
+// applyScript ("h": a hash of presence members, "s": the set of users).
+func (ls *leases) planKey(p *keyPlan, lease string) (key, kind string) {
+	if p.users {
+		return ls.usersKey(lease), "s"
+	}
+	return ls.presenceKey(p.channel, lease), "h"
 }
 
-// leaseLoop renews the lease every LeaseTTL/3 (and at once on ResumeLease).
-func (s *Scaler) leaseLoop() {
-	t := time.NewTicker(s.opts.LeaseTTL / 3)
+func (ls *leases) ttlArg() string { return strconv.FormatInt(ls.ttl.Milliseconds(), 10) }
+
+// leaseLocked returns the current lease's name; the caller holds mu.
+func (ls *leases) leaseLocked() string { return ls.id + ":" + ls.token }
+
+func (ls *leases) current() string {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	return ls.leaseLocked()
+}
+
+// start takes the lease (writing what is held) and runs the renewals.
+func (ls *leases) start(ctx context.Context) error {
+	if err := ls.register(ctx); err != nil {
+		return err
+	}
+	ls.ok.Store(true)
+	ls.run.spawn(ls.loop)
+	return nil
+}
+
+// loop renews the lease every LeaseTTL/3 (and at once after a resume).
+func (ls *leases) loop() {
+	t := time.NewTicker(ls.ttl / 3)
 	defer t.Stop()
 	for {
 		select {
-		case <-s.ctx.Done():
+		case <-ls.run.ctx.Done():
 			return
 		case <-t.C:
-		case <-s.resume:
+		case <-ls.resume:
 		}
-		if s.paused.Load() {
+		if ls.paused.Load() {
 			continue
 		}
-		s.renew()
+		ls.renew()
 	}
 }
 
-func (s *Scaler) renew() {
-	ctx, cancel := context.WithTimeout(s.ctx, s.opts.LeaseTTL/3)
+// pause stops the renewals; unpause resumes them, at once.
+func (ls *leases) pause() { ls.paused.Store(true) }
+
+func (ls *leases) unpause() {
+	ls.paused.Store(false)
+	select {
+	case ls.resume <- struct{}{}:
+	default:
+	}
+}
+
+func (ls *leases) renew() {
+	ctx, cancel := context.WithTimeout(ls.run.ctx, ls.ttl/3)
 	defer cancel()
-	lease := s.currentLease()
-	ok, err := renewScript.Run(ctx, s.rdb, []string{s.instancesKey()}, lease, s.ttlArg(), "0").Int()
+	lease := ls.current()
+	ok, err := renewScript.Run(ctx, ls.rdb, []string{ls.instancesKey()}, lease, ls.ttlArg(), "0").Int()
 	if err != nil {
-		if s.leaseOK.Swap(false) {
-			s.event(scaler.EventBackendError, "", 0, unavailable("renew lease", err))
+		if ls.ok.Swap(false) {
+			ls.out.event(scaler.EventBackendError, "", 0, opError("renew lease", unavailable("lease script", err)))
 		}
 		return
 	}
 	if ok == 1 {
-		s.leaseOK.Store(true)
-		if err := s.sync(ctx); err != nil {
-			s.event(scaler.EventBackendError, "", 0, err)
+		ls.ok.Store(true)
+		if err := ls.sync(ctx); err != nil {
+			ls.out.event(scaler.EventBackendError, "", 0, opError("renew lease", err))
 		}
 		return
 	}
 	// The lease ended (paused process, Redis restarted): take a new one
 	// and write again everything held under it.
-	s.stateMu.Lock()
-	s.leaseToken = newID()
-	s.stateMu.Unlock()
-	if err := s.register(ctx); err != nil {
-		s.leaseOK.Store(false)
-		s.event(scaler.EventBackendError, "", 0, err)
+	ls.mu.Lock()
+	ls.token = newID()
+	ls.mu.Unlock()
+	if err := ls.register(ctx); err != nil {
+		ls.ok.Store(false)
+		ls.out.event(scaler.EventBackendError, "", 0, opError("renew lease", err))
 		return
 	}
-	s.leaseOK.Store(true)
-	s.log.Warn("sss/mongoredis: lease was lost; re-registered presence and users")
-	s.event(scaler.EventLeaseLost, "", 0, nil)
+	ls.ok.Store(true)
+	ls.out.logger.Warn("sss/mongoredis: lease was lost; re-registered presence and users")
+	ls.out.event(scaler.EventLeaseLost, "", 0, nil)
 }
 
 // register writes every presence and user entry held under the current
 // lease, then makes the lease live (so others see the entries at once).
-func (s *Scaler) register(ctx context.Context) error {
-	s.stateMu.Lock()
-	s.held.markAll()
-	lease := s.leaseLocked()
-	s.stateMu.Unlock()
+func (ls *leases) register(ctx context.Context) error {
+	ls.mu.Lock()
+	ls.held.markAll()
+	lease := ls.leaseLocked()
+	ls.mu.Unlock()
 	// A new lease may follow a Redis restart, which lost the scripts:
 	// load the one sync pipelines, so that its first pipeline need not be
 	// run twice.
-	_ = applyScript.Load(ctx, s.rdb).Err()
-	syncErr := s.sync(ctx)
-	if err := renewScript.Run(ctx, s.rdb, []string{s.instancesKey()}, lease, s.ttlArg(), "1").Err(); err != nil {
+	_ = applyScript.Load(ctx, ls.rdb).Err()
+	syncErr := ls.sync(ctx)
+	if err := renewScript.Run(ctx, ls.rdb, []string{ls.instancesKey()}, lease, ls.ttlArg(), "1").Err(); err != nil {
 		return unavailable("register lease", err)
 	}
 	if syncErr != nil {
 		// The lease is live; what failed is written at the next renewal.
-		s.event(scaler.EventBackendError, "", 0, syncErr)
+		ls.out.event(scaler.EventBackendError, "", 0, opError("register lease", syncErr))
 	}
 	return nil
 }
@@ -204,11 +269,11 @@ func (op *keyOp) result() (ok, exists bool) {
 // the dirty entries and refreshes every key's time to live, in one
 // pipeline. A key found missing although it should hold entries (its
 // time to live ran out) has them written again in a second round.
-func (s *Scaler) sync(ctx context.Context) error {
+func (ls *leases) sync(ctx context.Context) error {
 	var err error
 	for round := 0; round < 2; round++ {
 		var again bool
-		again, err = s.syncRound(ctx)
+		again, err = ls.syncRound(ctx)
 		if err != nil || !again {
 			break
 		}
@@ -218,11 +283,11 @@ func (s *Scaler) sync(ctx context.Context) error {
 
 // syncRound is one round of sync; it reports whether a key must be
 // written again.
-func (s *Scaler) syncRound(ctx context.Context) (bool, error) {
-	s.stateMu.Lock()
-	lease := s.leaseLocked()
-	plans := s.held.plan()
-	s.stateMu.Unlock()
+func (ls *leases) syncRound(ctx context.Context) (bool, error) {
+	ls.mu.Lock()
+	lease := ls.leaseLocked()
+	plans := ls.held.plan()
+	ls.mu.Unlock()
 	if len(plans) == 0 {
 		return false, nil
 	}
@@ -230,24 +295,18 @@ func (s *Scaler) syncRound(ctx context.Context) (bool, error) {
 	for i := range plans {
 		ops[i].plan = plans[i]
 	}
-	err := s.runOps(ctx, lease, ops)
-	s.stateMu.Lock()
-	defer s.stateMu.Unlock()
-	if s.leaseLocked() != lease {
+	err := ls.runOps(ctx, lease, ops)
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	if ls.leaseLocked() != lease {
 		return false, err // a new lease rewrites everything anyway
 	}
 	again := false
 	for i := range ops {
 		ok, exists := ops[i].result()
 		p := &ops[i].plan
-		for _, w := range p.writes {
-			if p.users {
-				s.held.users.settle(w.id, w.ver, ok)
-			} else {
-				s.held.settlePresence(p.channel, w.id, w.ver, ok)
-			}
-		}
-		if set := s.held.set(p); ok && !exists && set != nil && set.markLive() {
+		ls.held.settlePlan(p, ok)
+		if set := ls.held.set(p); ok && !exists && set != nil && set.markLive() {
 			again = true
 		}
 	}
@@ -256,11 +315,11 @@ func (s *Scaler) syncRound(ctx context.Context) (bool, error) {
 
 // runOps queues each op's commands in one pipeline and runs it; when
 // Redis lost the scripts (restarted), it loads them and runs it again.
-func (s *Scaler) runOps(ctx context.Context, lease string, ops []keyOp) error {
+func (ls *leases) runOps(ctx context.Context, lease string, ops []keyOp) error {
 	for attempt := 0; ; attempt++ {
-		pipe := s.rdb.Pipeline()
+		pipe := ls.rdb.Pipeline()
 		for i := range ops {
-			ops[i].cmds = s.queueOp(ctx, pipe, lease, &ops[i].plan)
+			ops[i].cmds = ls.queueOp(ctx, pipe, lease, &ops[i].plan)
 		}
 		_, err := pipe.Exec(ctx)
 		if err == nil {
@@ -269,7 +328,7 @@ func (s *Scaler) runOps(ctx context.Context, lease string, ops []keyOp) error {
 		if attempt > 0 || !noScript(ops) {
 			return unavailable("sync presence and users", err)
 		}
-		if err := applyScript.Load(ctx, s.rdb).Err(); err != nil {
+		if err := applyScript.Load(ctx, ls.rdb).Err(); err != nil {
 			return unavailable("load script", err)
 		}
 	}
@@ -288,18 +347,15 @@ func noScript(ops []keyOp) bool {
 
 // queueOp queues what p does to its key: a refresh of the time to live,
 // or applyScript calls writing the dirty entries.
-func (s *Scaler) queueOp(ctx context.Context, pipe redis.Pipeliner, lease string, p *keyPlan) []redis.Cmder {
-	key, kind := s.presenceKey(p.channel, lease), "h"
-	if p.users {
-		key, kind = s.usersKey(lease), "s"
-	}
+func (ls *leases) queueOp(ctx context.Context, pipe redis.Pipeliner, lease string, p *keyPlan) []redis.Cmder {
+	key, kind := ls.planKey(p, lease)
 	if len(p.writes) == 0 {
-		return []redis.Cmder{pipe.PExpire(ctx, key, s.opts.LeaseTTL)}
+		return []redis.Cmder{pipe.PExpire(ctx, key, ls.ttl)}
 	}
 	var cmds []redis.Cmder
 	for from := 0; from < len(p.writes); from += maxApply {
 		ws := p.writes[from:min(from+maxApply, len(p.writes))]
-		cmds = append(cmds, applyScript.EvalSha(ctx, pipe, []string{key}, applyArgs(kind, s.ttlArg(), ws)...))
+		cmds = append(cmds, applyScript.EvalSha(ctx, pipe, []string{key}, applyArgs(kind, ls.ttlArg(), ws)...))
 	}
 	return cmds
 }
@@ -326,35 +382,41 @@ func applyArgs(kind, ttl string, ws []write) []any {
 	return args
 }
 
-// writeEntry writes change ver of one entry at once (Join, Leave, AddUser,
-// RemoveUser) and records the outcome; a failed write stays dirty and is
-// made good at the next renewal.
-func (s *Scaler) writeEntry(ctx context.Context, op string, p keyPlan, lease string) error {
-	key, kind := s.presenceKey(p.channel, lease), "h"
-	if p.users {
-		key, kind = s.usersKey(lease), "s"
+// change records one change of what is held (Join, Leave, AddUser,
+// RemoveUser): f makes it under the lock and returns its write, or false
+// when Redis need not learn of it. The write goes to p's key under the
+// current lease at once (writeEntry).
+func (ls *leases) change(ctx context.Context, f func(h *held) (write, bool), p keyPlan) error {
+	ls.mu.Lock()
+	w, changed := f(&ls.held)
+	lease := ls.leaseLocked()
+	ls.mu.Unlock()
+	if !changed {
+		return nil
 	}
-	err := applyScript.Run(ctx, s.rdb, []string{key}, applyArgs(kind, s.ttlArg(), p.writes)...).Err()
-	s.stateMu.Lock()
-	if s.leaseLocked() == lease {
-		for _, w := range p.writes {
-			if p.users {
-				s.held.users.settle(w.id, w.ver, err == nil)
-			} else {
-				s.held.settlePresence(p.channel, w.id, w.ver, err == nil)
-			}
-		}
+	p.writes = []write{w}
+	return ls.writeEntry(ctx, p, lease)
+}
+
+// writeEntry writes the changes of p at once and records the outcome; a
+// failed write stays dirty and is made good at the next renewal.
+func (ls *leases) writeEntry(ctx context.Context, p keyPlan, lease string) error {
+	key, kind := ls.planKey(&p, lease)
+	err := applyScript.Run(ctx, ls.rdb, []string{key}, applyArgs(kind, ls.ttlArg(), p.writes)...).Err()
+	ls.mu.Lock()
+	if ls.leaseLocked() == lease {
+		ls.held.settlePlan(&p, err == nil)
 	}
-	s.stateMu.Unlock()
+	ls.mu.Unlock()
 	if err != nil {
-		return unavailable(op, fmt.Errorf("%w (kept; written at the next lease renewal)", err))
+		return unavailable("write to Redis", fmt.Errorf("%w (kept; written at the next lease renewal)", err))
 	}
 	return nil
 }
 
 // liveLeases returns the leases that have not ended.
-func (s *Scaler) liveLeases(ctx context.Context) ([]string, error) {
-	leases, err := liveScript.Run(ctx, s.rdb, []string{s.instancesKey()}).StringSlice()
+func (ls *leases) liveLeases(ctx context.Context) ([]string, error) {
+	leases, err := liveScript.Run(ctx, ls.rdb, []string{ls.instancesKey()}).StringSlice()
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return nil, unavailable("read leases", err)
 	}
@@ -363,28 +425,18 @@ func (s *Scaler) liveLeases(ctx context.Context) ([]string, error) {
 
 // unregister ends the lease and removes every key held under it (on
 // Close).
-func (s *Scaler) unregister(ctx context.Context) {
-	s.stateMu.Lock()
-	lease := s.leaseLocked()
-	keys := []string{s.usersKey(lease)}
-	for ch := range s.held.pr {
-		keys = append(keys, s.presenceKey(ch, lease))
+func (ls *leases) unregister(ctx context.Context) {
+	ls.mu.Lock()
+	lease := ls.leaseLocked()
+	keys := []string{ls.usersKey(lease)}
+	for ch := range ls.held.pr {
+		keys = append(keys, ls.presenceKey(ch, lease))
 	}
-	s.stateMu.Unlock()
-	pipe := s.rdb.Pipeline()
-	pipe.ZRem(ctx, s.instancesKey(), lease)
+	ls.mu.Unlock()
+	pipe := ls.rdb.Pipeline()
+	pipe.ZRem(ctx, ls.instancesKey(), lease)
 	for _, k := range keys {
 		pipe.Del(ctx, k) // one key per DEL: they may be in different slots
 	}
 	_, _ = pipe.Exec(ctx)
-}
-
-// Control sends a control message to every running instance, this one
-// included.
-func (s *Scaler) Control(ctx context.Context, msg scaler.Control) error {
-	if s.isClosed() {
-		return scaler.ErrClosed
-	}
-	msg.Origin = s.id
-	return s.sendEnvelope(ctx, envelope{Ctl: &msg})
 }

@@ -10,9 +10,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
-	"go.mongodb.org/mongo-driver/v2/mongo/readconcern"
 	"go.mongodb.org/mongo-driver/v2/mongo/readpref"
-	"go.mongodb.org/mongo-driver/v2/mongo/writeconcern"
 
 	"github.com/sss-go/sss/internal/backoff"
 	"github.com/sss-go/sss/protocol"
@@ -22,28 +20,34 @@ import (
 // The durable log lives in two collections:
 //
 //	<prefix>_pubs:     one document per publication
-//	                   {_id, ch, ep, seq, tp, m, t, ik}
+//	                   {_id, v, ch, ep, seq, tp, m, t, ik}
 //	                   unique (ch, ep, seq): assigns sequence numbers
 //	                   unique (ch, ik): idempotency keys
 //	<prefix>_channels: one document per channel that ever had a
-//	                   publication {_id: channel, ep, floor}: ep is the
+//	                   publication {_id: channel, v, ep, floor}: ep is the
 //	                   current epoch, floor the highest seq ever trimmed
 //	                   (so a channel whose every publication was trimmed
 //	                   keeps its position); and one meta document
-//	                   {_id: "", secret} per namespace (see epoch.go).
+//	                   {_id: "", v, secret} per namespace (see epoch.go).
 //
-// The only atomic primitive relied on is the unique index at insert time
-// (FerretDB has no transactions and no atomic updates).
+// v is the format version (see codec.go). The only atomic primitive
+// relied on is the unique index at insert time (FerretDB has no
+// transactions and no atomic updates).
+//
+// mlog is the only place that builds MongoDB queries and updates: the
+// writers, streams, trimmer and rollback detection call its methods.
 
 // pubDoc is a stored publication.
 type pubDoc struct {
-	ID    bson.ObjectID `bson:"_id"`
-	Ch    string        `bson:"ch"`
-	Epoch string        `bson:"ep"`
-	Seq   int64         `bson:"seq"`
-	Topic string        `bson:"tp"`
-	Msg   string        `bson:"m"`
-	Time  time.Time     `bson:"t"`
+	ID bson.ObjectID `bson:"_id"`
+	// V is the format version; 0 (absent) is format 1.
+	V     int32     `bson:"v,omitempty"`
+	Ch    string    `bson:"ch"`
+	Epoch string    `bson:"ep"`
+	Seq   int64     `bson:"seq"`
+	Topic string    `bson:"tp"`
+	Msg   string    `bson:"m"`
+	Time  time.Time `bson:"t"`
 	// Key is the idempotency key, or "#"+ID for publications without one
 	// (so that the unique (ch, ik) index holds for every document).
 	Key string `bson:"ik"`
@@ -51,7 +55,10 @@ type pubDoc struct {
 
 // chanDoc is a channel's epoch and trim floor.
 type chanDoc struct {
-	Ch    string `bson:"_id"`
+	Ch string `bson:"_id"`
+	// V is the format version of the version that created the document
+	// or last moved it to a new epoch; 0 (absent) is format 1.
+	V     int32  `bson:"v,omitempty"`
 	Epoch string `bson:"ep"`
 	Floor int64  `bson:"floor"`
 }
@@ -61,18 +68,39 @@ const (
 	indexKey = "sss_ch_ik"
 )
 
-// mlog is the MongoDB side of the scaler.
+// mlog is the MongoDB side of the scaler: the client and the two
+// collections. It keeps no state of its own, so it needs no lock.
 type mlog struct {
-	pubs  *mongo.Collection
-	chans *mongo.Collection
+	client *mongo.Client
+	own    bool // created by New: disconnected by Close
+	pubs   *mongo.Collection
+	chans  *mongo.Collection
 }
 
 // newLog opens the collections with the write concern of every write and
 // the read concern of every read, reading from the primary only (a
 // secondary may lag behind what a writer was told is stored).
-func newLog(db *mongo.Database, prefix string, wc *writeconcern.WriteConcern, rc *readconcern.ReadConcern) *mlog {
-	o := options.Collection().SetWriteConcern(wc).SetReadConcern(rc).SetReadPreference(readpref.Primary())
-	return &mlog{pubs: db.Collection(prefix+"_pubs", o), chans: db.Collection(prefix+"_channels", o)}
+func newLog(mc *mongo.Client, own bool, o *Options) *mlog {
+	co := options.Collection().SetWriteConcern(o.WriteConcern).SetReadConcern(o.ReadConcern).SetReadPreference(readpref.Primary())
+	db := mc.Database(o.Database)
+	return &mlog{
+		client: mc,
+		own:    own,
+		pubs:   db.Collection(o.CollectionPrefix+"_pubs", co),
+		chans:  db.Collection(o.CollectionPrefix+"_channels", co),
+	}
+}
+
+// ping checks that MongoDB answers (rp nil: the client's read preference).
+func (l *mlog) ping(ctx context.Context, rp *readpref.ReadPref) error {
+	return l.client.Ping(ctx, rp)
+}
+
+// close disconnects the client when New created it.
+func (l *mlog) close(ctx context.Context) {
+	if l.own {
+		_ = l.client.Disconnect(ctx)
+	}
 }
 
 // noDeadline hides ctx's deadline from the driver (which would send it as
@@ -122,28 +150,28 @@ func (l *mlog) createMissing(ctx context.Context, models []mongo.IndexModel) err
 	return nil
 }
 
-// unavailable wraps a backend error so that it satisfies
-// errors.Is(err, scaler.ErrUnavailable).
-func unavailable(op string, err error) error {
-	if errors.Is(err, scaler.ErrUnavailable) {
-		return err
-	}
-	return fmt.Errorf("sss/mongoredis: %s: %w: %w", op, scaler.ErrUnavailable, err)
-}
+// chanEp is the filter of the publications of (ch, ep).
+func chanEp(ch, ep string) bson.D { return bson.D{{Key: "ch", Value: ch}, {Key: "ep", Value: ep}} }
+
+// seqOnly projects a publication to its seq; chanSeqOnly to its channel
+// and seq.
+var (
+	seqOnly     = bson.D{{Key: "seq", Value: 1}}
+	chanSeqOnly = bson.D{{Key: "ch", Value: 1}, {Key: "seq", Value: 1}}
+)
+
+// newestFirst sorts publications by descending seq.
+var newestFirst = bson.D{{Key: "seq", Value: -1}}
 
 // maxSeq returns the highest stored seq of (ch, ep), 0 if none.
 func (l *mlog) maxSeq(ctx context.Context, ch, ep string) (uint64, error) {
-	return l.firstSeq(ctx, bson.D{{Key: "ch", Value: ch}, {Key: "ep", Value: ep}},
-		options.FindOne().SetSort(bson.D{{Key: "seq", Value: -1}}).SetProjection(bson.D{{Key: "seq", Value: 1}}))
+	return l.firstSeq(ctx, chanEp(ch, ep), options.FindOne().SetSort(newestFirst).SetProjection(seqOnly))
 }
 
 // firstSeq returns the seq of the first publication matching filter as
 // opts sorts them, 0 if none.
 func (l *mlog) firstSeq(ctx context.Context, filter bson.D, opts *options.FindOneOptionsBuilder) (uint64, error) {
-	var d struct {
-		Ch  string `bson:"ch"`
-		Seq int64  `bson:"seq"`
-	}
+	var d chanSeq
 	err := l.pubs.FindOne(ctx, filter, opts).Decode(&d)
 	if errors.Is(err, mongo.ErrNoDocuments) {
 		return 0, nil
@@ -152,18 +180,18 @@ func (l *mlog) firstSeq(ctx context.Context, filter bson.D, opts *options.FindOn
 		return 0, unavailable("read log", err)
 	}
 	if d.Seq < 0 {
-		return 0, fmt.Errorf("%w: channel %q: negative seq", ErrMalformed, d.Ch)
+		return 0, malformed(fmt.Sprintf("channel %q", d.Ch), "negative seq")
 	}
 	return uint64(d.Seq), nil
 }
 
 // position returns the channel's position (highest seq stored or
-// trimmed) and its trim floor. A channel without a document has never had
-// a publication: its position is "<default epoch>.0" and its log is empty
-// (the first publish creates the document before anything is inserted).
-func (l *mlog) position(ctx context.Context, ch string) (pos protocol.UID, floor uint64, err error) {
-	info, pos, err := l.tip(ctx, ch)
-	return pos, uint64(info.doc.Floor), err
+// trimmed). A channel without a document has never had a publication: its
+// position is "<default epoch>.0" and its log is empty (the first publish
+// creates the document before anything is inserted).
+func (l *mlog) position(ctx context.Context, ch string) (protocol.UID, error) {
+	_, pos, err := l.tip(ctx, ch)
+	return pos, err
 }
 
 // tip returns the channel's document (or default) and position. The trim
@@ -202,26 +230,37 @@ func (l *mlog) readRange(ctx context.Context, ch, ep string, after, before uint6
 	if limit > 0 {
 		opts.SetLimit(int64(limit))
 	}
-	return l.find(ctx, bson.D{{Key: "ch", Value: ch}, {Key: "ep", Value: ep}, {Key: "seq", Value: seq}}, opts)
+	return l.find(ctx, append(chanEp(ch, ep), bson.E{Key: "seq", Value: seq}), opts)
 }
 
 // newest returns the limit newest publications of (ch, ep), descending.
 func (l *mlog) newest(ctx context.Context, ch, ep string, limit int) ([]pubDoc, error) {
-	opts := options.Find().SetSort(bson.D{{Key: "seq", Value: -1}})
+	opts := options.Find().SetSort(newestFirst)
 	if limit > 0 {
 		opts.SetLimit(int64(limit))
 	}
-	return l.find(ctx, bson.D{{Key: "ch", Value: ch}, {Key: "ep", Value: ep}}, opts)
+	return l.find(ctx, chanEp(ch, ep), opts)
 }
 
-func (l *mlog) find(ctx context.Context, filter bson.D, opts *options.FindOptionsBuilder) ([]pubDoc, error) {
-	cur, err := l.pubs.Find(ctx, filter, opts)
+// findAll returns every document of coll matching filter, decoded as T;
+// its errors say what it read.
+func findAll[T any](ctx context.Context, coll *mongo.Collection, what string, filter bson.D, opts *options.FindOptionsBuilder) ([]T, error) {
+	cur, err := coll.Find(ctx, filter, opts)
 	if err != nil {
-		return nil, unavailable("read log", err)
+		return nil, unavailable(what, err)
 	}
-	var docs []pubDoc
+	var docs []T
 	if err := cur.All(ctx, &docs); err != nil {
-		return nil, unavailable("read log", err)
+		return nil, unavailable(what, err)
+	}
+	return docs, nil
+}
+
+// find returns the publications matching filter (those with a valid seq).
+func (l *mlog) find(ctx context.Context, filter bson.D, opts *options.FindOptionsBuilder) ([]pubDoc, error) {
+	docs, err := findAll[pubDoc](ctx, l.pubs, "read log", filter, opts)
+	if err != nil {
+		return nil, err
 	}
 	out := docs[:0]
 	for _, d := range docs {
@@ -230,53 +269,6 @@ func (l *mlog) find(ctx context.Context, filter bson.D, opts *options.FindOption
 		}
 	}
 	return out, nil
-}
-
-// findOne returns the publication matching filter, or found false.
-func (l *mlog) findOne(ctx context.Context, filter bson.D) (pubDoc, bool, error) {
-	var d pubDoc
-	err := l.pubs.FindOne(ctx, filter).Decode(&d)
-	if errors.Is(err, mongo.ErrNoDocuments) {
-		return pubDoc{}, false, nil
-	}
-	if err != nil {
-		return pubDoc{}, false, unavailable("read log", err)
-	}
-	return d, true, nil
-}
-
-// raiseFloor records that every seq up to floor of (ch, ep) may be gone.
-// It runs before the deletion it announces.
-func (l *mlog) raiseFloor(ctx context.Context, ch, ep string, floor uint64) error {
-	_, err := l.chans.UpdateOne(ctx, bson.D{{Key: "_id", Value: ch}, {Key: "ep", Value: ep}},
-		bson.D{{Key: "$max", Value: bson.D{{Key: "floor", Value: int64(floor)}}}})
-	if err != nil {
-		return unavailable("trim", err)
-	}
-	return nil
-}
-
-// deleteUpTo removes the publications of (ch, ep) with seq <= upTo, after
-// raising the floor.
-func (l *mlog) deleteUpTo(ctx context.Context, ch, ep string, upTo uint64) (int64, error) {
-	if err := l.raiseFloor(ctx, ch, ep, upTo); err != nil {
-		return 0, err
-	}
-	res, err := l.pubs.DeleteMany(ctx, bson.D{{Key: "ch", Value: ch}, {Key: "ep", Value: ep},
-		{Key: "seq", Value: bson.D{{Key: "$lte", Value: int64(upTo)}}}})
-	if err != nil {
-		return 0, unavailable("trim", err)
-	}
-	return res.DeletedCount, nil
-}
-
-// deleteOtherEpochs removes publications of ch left from older epochs.
-func (l *mlog) deleteOtherEpochs(ctx context.Context, ch, ep string) (int64, error) {
-	res, err := l.pubs.DeleteMany(ctx, bson.D{{Key: "ch", Value: ch}, {Key: "ep", Value: bson.D{{Key: "$ne", Value: ep}}}})
-	if err != nil {
-		return 0, unavailable("trim", err)
-	}
-	return res.DeletedCount, nil
 }
 
 // publication converts a stored document.
@@ -298,18 +290,4 @@ func (d *pubDoc) publication() scaler.Publication {
 type chanSeq struct {
 	Ch  string `bson:"ch"`
 	Seq int64  `bson:"seq"`
-}
-
-// seqsWith returns the channel and seq of the publications matching
-// filter.
-func (l *mlog) seqsWith(ctx context.Context, filter bson.D) ([]chanSeq, error) {
-	cur, err := l.pubs.Find(ctx, filter, options.Find().SetProjection(bson.D{{Key: "ch", Value: 1}, {Key: "seq", Value: 1}}))
-	if err != nil {
-		return nil, unavailable("check channels", err)
-	}
-	var docs []chanSeq
-	if err := cur.All(ctx, &docs); err != nil {
-		return nil, unavailable("check channels", err)
-	}
-	return docs, nil
 }

@@ -75,12 +75,31 @@ func (e *testEnv) newScaler(t testing.TB, mod func(*Options)) *Scaler {
 	return s
 }
 
+// faulty is a Scaler with fault injection, for the conformance suite's
+// Fault subtests: the Scaler itself exports none (a production instance
+// cannot inject a fault by accident). Embedding keeps every capability
+// the suite looks for.
+type faulty struct {
+	*Scaler
+	faultInjector
+}
+
+var (
+	_ scaler.FaultInjector = faulty{}
+	_ scaler.HistoryReader = faulty{}
+	_ scaler.ControlPlane  = faulty{}
+	_ scaler.PresenceStore = faulty{}
+	_ scaler.UserRegistry  = faulty{}
+)
+
+func withFaults(s *Scaler) faulty { return faulty{s, faultInjector{s}} }
+
 func TestConformance(t *testing.T) {
 	rd := testutil.StartRedis(t)
 	mg := testutil.SharedMongo(t)
 	scalertest.Run(t, func(t *testing.T) func() scaler.Scaler {
 		env := newEnv(t, rd.URL, mg.URI)
-		return func() scaler.Scaler { return env.newScaler(t, nil) }
+		return func() scaler.Scaler { return withFaults(env.newScaler(t, nil)) }
 	})
 }
 

@@ -1,7 +1,6 @@
 package mongoredis
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -13,16 +12,6 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/writeconcern"
 
 	"github.com/sss-go/sss/scaler"
-)
-
-// Sentinel errors of this package. Backend failures additionally wrap
-// scaler.ErrUnavailable, recovery failures scaler.ErrNotRecoverable.
-var (
-	// ErrOptions: New was given options it cannot use.
-	ErrOptions = errors.New("sss/mongoredis: invalid options")
-	// ErrMalformed: a relayed message or a stored document could not be
-	// decoded; it is skipped and the gap it leaves is filled from the log.
-	ErrMalformed = errors.New("sss/mongoredis: malformed data from backend")
 )
 
 // Options configures a Scaler. The zero value of every field means the
@@ -192,13 +181,13 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	switch {
 	case o.MongoClient == nil && o.MongoURI == "":
-		return o, fmt.Errorf("%w: MongoURI or MongoClient is required", ErrOptions)
+		return o, fmt.Errorf("%w: MongoURI or MongoClient is required", ErrBadOptions)
 	case o.RedisClient == nil && o.Redis == nil && o.RedisURL == "":
-		return o, fmt.Errorf("%w: RedisClient, Redis or RedisURL is required", ErrOptions)
+		return o, fmt.Errorf("%w: RedisClient, Redis or RedisURL is required", ErrBadOptions)
 	case strings.ContainsAny(o.Prefix, " \x00"):
-		return o, fmt.Errorf("%w: Prefix %q contains a space or NUL", ErrOptions, o.Prefix)
+		return o, fmt.Errorf("%w: Prefix %q contains a space or NUL", ErrBadOptions, o.Prefix)
 	case strings.ContainsAny(o.InstanceID, " \x00:"):
-		return o, fmt.Errorf("%w: InstanceID %q contains a space, NUL or colon", ErrOptions, o.InstanceID)
+		return o, fmt.Errorf("%w: InstanceID %q contains a space, NUL or colon", ErrBadOptions, o.InstanceID)
 	}
 	return o, nil
 }

@@ -73,7 +73,7 @@ func TestPublishUncertain(t *testing.T) {
 			}()
 			// A second publish queued behind the insert in flight never
 			// leaves the process: its outcome is certain.
-			w := s.writerFor(ch)
+			w := s.writers.get(ch)
 			testutil.WaitFor(t, 5*time.Second, func() bool {
 				w.mu.Lock()
 				defer w.mu.Unlock()

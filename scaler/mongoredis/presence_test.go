@@ -19,34 +19,25 @@ import (
 	"github.com/sss-go/sss/scaler"
 )
 
-// await polls check (which returns "" once the awaited state holds, else
-// what it saw) until it holds, failing after d with the last thing seen.
-// It returns how long it took.
+// await waits with testutil.WaitFor until check (which returns "" once
+// the awaited state holds, else what it saw) holds; on failure it also
+// logs the last thing seen. It returns how long it took.
 func await(t *testing.T, d time.Duration, what string, check func() string) time.Duration {
 	t.Helper()
 	start := time.Now()
 	var last string
-	ok := pollFor(d, func() bool {
+	done := false
+	defer func() {
+		if !done {
+			t.Logf("last seen while waiting for %s: %s", what, last)
+		}
+	}()
+	testutil.WaitFor(t, d, func() bool {
 		last = check()
 		return last == ""
-	})
-	if !ok {
-		t.Fatalf("timed out after %v waiting for %s; last seen: %s", d, what, last)
-	}
+	}, what)
+	done = true
 	return time.Since(start)
-}
-
-// pollFor calls cond every 20 ms until it returns true or d has passed;
-// it reports whether cond returned true.
-func pollFor(d time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return true
 }
 
 // presenceIs returns "" when s sees exactly ids on ch, by Presence and
@@ -165,8 +156,8 @@ func TestPresenceReconcile(t *testing.T) {
 		// writes them again.
 		rc := redis.NewClient(&redis.Options{Addr: rd.Addr})
 		defer rc.Close()
-		lease := a.currentLease()
-		keys := []string{a.presenceKey("join", lease), a.usersKey(lease)}
+		lease := a.leases.current()
+		keys := []string{a.leases.presenceKey("join", lease), a.leases.usersKey(lease)}
 		if n, err := rc.Del(ctx, keys...).Result(); err != nil || n != 2 {
 			t.Fatalf("DEL %v = %d, %v; want both deleted", keys, n, err)
 		}
@@ -276,16 +267,14 @@ func TestPresenceCrash(t *testing.T) {
 		t.Fatal(err)
 	}
 	killed := time.Now()
-	var left []string
-	gone := pollFor(2*lease, func() bool {
-		left = keysHolding(t, rc, env.prefix, child)
-		return len(left) == 0
+	took := await(t, 2*lease, "Redis to hold nothing of the killed instance "+child+" within 2 x LeaseTTL of SIGKILL", func() string {
+		if left := keysHolding(t, rc, env.prefix, child); len(left) > 0 {
+			return fmt.Sprintf("%v after SIGKILL, %d keys still hold entries of it: %v",
+				time.Since(killed).Round(time.Millisecond), len(left), left[:min(len(left), 5)])
+		}
+		return ""
 	})
-	if !gone {
-		t.Fatalf("%v after SIGKILL (2 x LeaseTTL) Redis still holds entries of the killed instance %s in %d keys: %v",
-			time.Since(killed).Round(time.Millisecond), child, len(left), left[:min(len(left), 5)])
-	}
-	t.Logf("the killed instance's entries were gone from Redis %v after SIGKILL", time.Since(killed).Round(time.Millisecond))
+	t.Logf("the killed instance's entries were gone from Redis %v after SIGKILL", took.Round(time.Millisecond))
 	if n, err := count(); err != nil || n != 0 {
 		t.Fatalf("after the crash the survivor counts %d members (%v), want 0", n, err)
 	}
@@ -407,22 +396,22 @@ func TestRenewalCost(t *testing.T) {
 	// A long lease: the test drives the renewals itself.
 	s := env.newScaler(t, func(o *Options) { o.LeaseTTL = time.Minute })
 	startScaler(t, s)
-	s.stateMu.Lock()
+	s.leases.mu.Lock()
 	for i := range members {
 		id := fmt.Sprintf("m%d", i)
-		s.held.join(fmt.Sprintf("c%d", i%chans), id, fmt.Sprintf(`{"id":%q,"user":"u%d"}`, id, i%users))
+		s.leases.held.join(fmt.Sprintf("c%d", i%chans), id, fmt.Sprintf(`{"id":%q,"user":"u%d"}`, id, i%users))
 	}
 	for i := range users {
-		s.held.addUser(fmt.Sprintf("u%d", i))
+		s.leases.held.addUser(fmt.Sprintf("u%d", i))
 	}
-	s.stateMu.Unlock()
+	s.leases.mu.Unlock()
 	var oc opCounter
 	s.rdb.AddHook(&oc)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
 	start := time.Now()
-	if err := s.register(ctx); err != nil {
+	if err := s.leases.register(ctx); err != nil {
 		t.Fatal(err)
 	}
 	took := time.Since(start)
@@ -441,7 +430,7 @@ func TestRenewalCost(t *testing.T) {
 	oc.take()
 
 	start = time.Now()
-	s.renew()
+	s.leases.renew()
 	took = time.Since(start)
 	singles, pipelines, piped = oc.take()
 	t.Logf("renewal with nothing dirty: %v, %d pipeline(s) of %d commands, %d single commands",
@@ -450,7 +439,7 @@ func TestRenewalCost(t *testing.T) {
 		t.Fatalf("a renewal took %d pipelines (%d commands) and %d single commands; want 1 pipeline of %d and the lease script",
 			pipelines, piped, singles, chans+1)
 	}
-	if !s.leaseOK.Load() {
+	if !s.leases.ok.Load() {
 		t.Fatal("lease not held after the renewal")
 	}
 }

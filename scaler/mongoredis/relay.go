@@ -2,195 +2,216 @@ package mongoredis
 
 import (
 	"context"
-	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 	"go.mongodb.org/mongo-driver/v2/bson"
 
 	"github.com/sss-go/sss/internal/backoff"
-	"github.com/sss-go/sss/protocol"
 	"github.com/sss-go/sss/scaler"
 )
 
-// Relay: every publication, once stored, is PUBLISHed on the Redis channel
-// <prefix>:c:<channel> carrying the whole publication, so no instance reads
-// MongoDB per delivered message. One pub/sub connection per instance holds
-// the channels it serves plus <prefix>:ctl (control plane) and
-// <prefix>:probe:<id> (its own probe). SUBSCRIBE and UNSUBSCRIBE are
-// batched by one goroutine.
+// The relay: every publication, once stored, is PUBLISHed on the Redis
+// channel <prefix>:c:<channel> carrying the whole publication (codec.go),
+// so no instance reads MongoDB per delivered message. One pub/sub
+// connection per instance holds the channels it serves plus <prefix>:ctl
+// (control plane) and <prefix>:probe:<id> (its own probe). SUBSCRIBE and
+// UNSUBSCRIBE are batched by one goroutine.
 
 const relayTimeout = time.Second
 
-func (s *Scaler) relayName(ch string) string { return s.relayPrefix + ch }
+// relay is the Redis pub/sub side of the scaler: its connection, the
+// subscriptions it holds, its probe, and the relay faults tests inject.
+// It hands what it receives to the functions the Scaler gives it.
+type relay struct {
+	rdb          redis.UniversalClient
+	run          *group
+	out          *sink
+	probeEvery   time.Duration
+	probeTimeout time.Duration
 
-// encodeRelay encodes a publication for the relay: a version byte (2),
-// the document's 12-byte _id (which tells two publications that claim
-// the same uid apart: see stream.go), then uvarint-length-prefixed epoch,
-// uvarint seq, varint unix milliseconds, uvarint-length-prefixed topic,
-// and the JSON message as the rest. Version 1 is the same without the
-// _id.
-func encodeRelay(d *pubDoc) []byte {
-	b := make([]byte, 0, 36+len(d.Epoch)+len(d.Topic)+len(d.Msg))
-	b = append(b, 2)
-	b = append(b, d.ID[:]...)
-	b = binary.AppendUvarint(b, uint64(len(d.Epoch)))
-	b = append(b, d.Epoch...)
-	b = binary.AppendUvarint(b, uint64(d.Seq))
-	b = binary.AppendVarint(b, d.Time.UnixMilli())
-	b = binary.AppendUvarint(b, uint64(len(d.Topic)))
-	b = append(b, d.Topic...)
-	return append(b, d.Msg...)
+	chanPrefix string // "<prefix>:c:": a channel's relay name is chanPrefix + channel
+	ctlName    string
+	probeName  string
+
+	// deliver takes a relayed publication (stored as document id);
+	// moved learns that a channel's epoch moved (a control message);
+	// recheck makes every served channel check the log (after the relay
+	// was down).
+	deliver func(p scaler.Publication, id bson.ObjectID)
+	moved   func(ch string)
+	recheck func()
+
+	psMu sync.Mutex // ps
+	ps   *redis.PubSub
+
+	subs   subscriptions
+	faults relayFaults
+
+	connected atomic.Bool
+	needCheck atomic.Bool // a probe failed: check everything once back
+	probeSent atomic.Int64
+	probeSeen atomic.Int64
+	probeOK   atomic.Int64 // unix nanos of the last probe back
 }
 
-// decodeRelay is the inverse of encodeRelay; it never panics. The _id is
-// zero in a version 1 message.
-func decodeRelay(ch string, b []byte) (scaler.Publication, bson.ObjectID, error) {
-	var id bson.ObjectID
-	bad := func(what string) (scaler.Publication, bson.ObjectID, error) {
-		return scaler.Publication{}, id, fmt.Errorf("%w: relay message on %q: %s", ErrMalformed, ch, what)
-	}
-	switch {
-	case len(b) >= 1 && b[0] == 1:
-		b = b[1:]
-	case len(b) >= 1+len(id) && b[0] == 2:
-		copy(id[:], b[1:])
-		b = b[1+len(id):]
-	default:
-		return bad("unknown version")
-	}
-	str := func() (string, bool) {
-		n, k := binary.Uvarint(b)
-		if k <= 0 || n > uint64(len(b)-k) {
-			return "", false
-		}
-		v := string(b[k : k+int(n)])
-		b = b[k+int(n):]
-		return v, true
-	}
-	ep, ok := str()
-	if !ok || !protocol.ValidEpoch(ep) {
-		return bad("epoch")
-	}
-	seq, k := binary.Uvarint(b)
-	if k <= 0 || seq == 0 {
-		return bad("seq")
-	}
-	b = b[k:]
-	ms, k := binary.Varint(b)
-	if k <= 0 {
-		return bad("time")
-	}
-	b = b[k:]
-	topic, ok := str()
-	if !ok {
-		return bad("topic")
-	}
-	msg := json.RawMessage(b)
-	if len(msg) == 0 {
-		msg = json.RawMessage("null")
-	}
-	return scaler.Publication{
-		Channel: ch,
-		UID:     protocol.UID{Epoch: ep, Seq: seq},
-		Topic:   topic,
-		Msg:     msg,
-		Time:    time.UnixMilli(ms),
-	}, id, nil
+// subscriptions tracks the relay names the instance wants, those it sent
+// SUBSCRIBE for, and those Redis confirmed (live), with the callers
+// waiting for a confirmation.
+type subscriptions struct {
+	mu      sync.Mutex // every field
+	want    map[string]bool
+	sent    map[string]bool
+	live    map[string]bool
+	waiters map[string][]chan struct{}
+	signal  chan struct{} // wakes the subscribing goroutine
 }
 
-// relayPubs publishes stored publications of ch, in order, and raises
-// the channel's seq hint (writer_lock.go) to the last of them. A
-// failure is reported, not returned: the publications are durable and
-// every subscriber fills them from the log.
-func (s *Scaler) relayPubs(ch string, docs []*pubDoc) {
-	ctx, cancel := context.WithTimeout(s.ctx, relayTimeout)
-	defer cancel()
-	name := s.relayName(ch)
-	pipe := s.rdb.Pipeline()
-	top := docs[0]
+func newRelay(rdb redis.UniversalClient, run *group, out *sink, o *Options, id string) *relay {
+	return &relay{
+		rdb:          rdb,
+		run:          run,
+		out:          out,
+		probeEvery:   o.ProbeInterval,
+		probeTimeout: o.ProbeTimeout,
+		chanPrefix:   o.Prefix + ":c:",
+		ctlName:      o.Prefix + ":ctl",
+		probeName:    o.Prefix + ":probe:" + id,
+		subs: subscriptions{
+			want:    make(map[string]bool),
+			sent:    make(map[string]bool),
+			live:    make(map[string]bool),
+			waiters: make(map[string][]chan struct{}),
+			signal:  make(chan struct{}, 1),
+		},
+		faults: relayFaults{drop: make(map[string]bool), delay: make(map[string]time.Duration)},
+	}
+}
+
+func (r *relay) name(ch string) string { return r.chanPrefix + ch }
+
+// start opens the pub/sub connection and runs the receiving, subscribing
+// and probing goroutines, then waits until the control channel is live,
+// so that a Control sent after Start reaches this instance.
+func (r *relay) start(ctx context.Context) error {
+	r.probeOK.Store(time.Now().UnixNano())
+	r.newPubSub()
+	for _, f := range []func(){r.receiveLoop, r.subLoop, r.probeLoop} {
+		r.run.spawn(f)
+	}
+	return r.waitLive(ctx, r.ctlName)
+}
+
+// close closes the pub/sub connection (on Close, after the group halted).
+func (r *relay) close() {
+	if ps := r.currentPS(); ps != nil {
+		_ = ps.Close()
+	}
+}
+
+// health says why the relay cannot be trusted now, or nil.
+func (r *relay) health() error {
+	if !r.connected.Load() {
+		return errors.New("relay disconnected")
+	}
+	if since := time.Since(time.Unix(0, r.probeOK.Load())); since > r.probeEvery+r.probeTimeout+time.Second {
+		return fmt.Errorf("no relay probe back for %v", since.Round(time.Millisecond))
+	}
+	return nil
+}
+
+// queuePubs queues, on pipe, the PUBLISH of each stored publication of
+// ch, in order.
+func (r *relay) queuePubs(ctx context.Context, pipe redis.Pipeliner, ch string, docs []*pubDoc) {
+	name := r.name(ch)
 	for _, d := range docs {
 		pipe.Publish(ctx, name, encodeRelay(d))
-		if d.Epoch == top.Epoch && d.Seq > top.Seq {
-			top = d
-		}
 	}
-	raiseHint.Eval(ctx, pipe, []string{s.hintKey(ch)}, top.Epoch, top.Seq, hintTTL.Milliseconds())
-	_, err := pipe.Exec(ctx)
-	if err != nil && s.ctx.Err() == nil {
-		s.event(scaler.EventBackendError, ch, len(docs), fmt.Errorf("sss/mongoredis: relay %q: %w", ch, err))
+}
+
+// sendEnvelope publishes a control message to every instance.
+func (r *relay) sendEnvelope(ctx context.Context, e envelope) error {
+	b, err := encodeEnvelope(e)
+	if err != nil {
+		return err
 	}
+	if err := r.rdb.Publish(ctx, r.ctlName, b).Err(); err != nil {
+		return unavailable("publish on the control channel", err)
+	}
+	return nil
 }
 
 // newPubSub replaces the pub/sub connection: the new one subscribes to
 // everything the instance serves.
-func (s *Scaler) newPubSub() {
-	ps := s.rdb.Subscribe(s.ctx)
-	s.psMu.Lock()
-	old := s.ps
-	s.ps = ps
-	s.psMu.Unlock()
+func (r *relay) newPubSub() {
+	ps := r.rdb.Subscribe(r.run.ctx)
+	r.psMu.Lock()
+	old := r.ps
+	r.ps = ps
+	r.psMu.Unlock()
 	if old != nil {
 		_ = old.Close()
 	}
-	s.relayMu.Lock()
-	names := []string{s.ctlName, s.probeName}
-	for name := range s.sent {
+	r.subs.mu.Lock()
+	names := []string{r.ctlName, r.probeName}
+	for name := range r.subs.sent {
 		names = append(names, name)
 	}
-	clear(s.live)
-	s.relayMu.Unlock()
-	ctx, cancel := context.WithTimeout(s.ctx, relayTimeout)
+	clear(r.subs.live)
+	r.subs.mu.Unlock()
+	ctx, cancel := context.WithTimeout(r.run.ctx, relayTimeout)
 	defer cancel()
 	// On failure the channels stay registered: go-redis subscribes them
 	// when the receive loop reconnects.
 	_ = ps.Subscribe(ctx, names...)
 }
 
-func (s *Scaler) currentPS() *redis.PubSub {
-	s.psMu.Lock()
-	defer s.psMu.Unlock()
-	return s.ps
+func (r *relay) currentPS() *redis.PubSub {
+	r.psMu.Lock()
+	defer r.psMu.Unlock()
+	return r.ps
 }
 
-// relaySubscribe makes the instance live on ch's relay channel: it returns
+// subscribe makes the instance live on ch's relay channel: it returns
 // once Redis confirmed the subscription.
-func (s *Scaler) relaySubscribe(ctx context.Context, ch string) error {
-	return s.waitLive(ctx, s.relayName(ch))
+func (r *relay) subscribe(ctx context.Context, ch string) error {
+	return r.waitLive(ctx, r.name(ch))
 }
 
-func (s *Scaler) waitLive(ctx context.Context, name string) error {
-	s.relayMu.Lock()
+func (r *relay) waitLive(ctx context.Context, name string) error {
+	s := &r.subs
+	s.mu.Lock()
 	s.want[name] = true
 	if s.sent[name] && s.live[name] {
-		s.relayMu.Unlock()
+		s.mu.Unlock()
 		return nil
 	}
 	w := make(chan struct{})
 	s.waiters[name] = append(s.waiters[name], w)
-	s.relayMu.Unlock()
-	s.signalSubs()
+	s.mu.Unlock()
+	r.signalSubs()
 	select {
 	case <-w:
 		return nil
 	case <-ctx.Done():
 		s.dropWaiter(name, w)
 		return unavailable("subscribe relay", ctx.Err())
-	case <-s.ctx.Done():
+	case <-r.run.ctx.Done():
 		s.dropWaiter(name, w)
 		return scaler.ErrClosed
 	}
 }
 
-func (s *Scaler) dropWaiter(name string, w chan struct{}) {
-	s.relayMu.Lock()
-	defer s.relayMu.Unlock()
+func (s *subscriptions) dropWaiter(name string, w chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	ws := s.waiters[name]
 	for i, x := range ws {
 		if x == w {
@@ -203,24 +224,25 @@ func (s *Scaler) dropWaiter(name string, w chan struct{}) {
 	}
 }
 
-func (s *Scaler) relayUnsubscribe(ch string) {
-	s.relayMu.Lock()
-	delete(s.want, s.relayName(ch))
-	s.relayMu.Unlock()
-	s.signalSubs()
+// unsubscribe drops ch's relay channel.
+func (r *relay) unsubscribe(ch string) {
+	r.subs.mu.Lock()
+	delete(r.subs.want, r.name(ch))
+	r.subs.mu.Unlock()
+	r.signalSubs()
 }
 
-func (s *Scaler) signalSubs() {
+func (r *relay) signalSubs() {
 	select {
-	case s.subSignal <- struct{}{}:
+	case r.subs.signal <- struct{}{}:
 	default:
 	}
 }
 
 // confirm records Redis' confirmation of a subscription.
-func (s *Scaler) confirm(name string) {
-	s.relayMu.Lock()
-	defer s.relayMu.Unlock()
+func (s *subscriptions) confirm(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if !s.sent[name] {
 		return
 	}
@@ -231,33 +253,39 @@ func (s *Scaler) confirm(name string) {
 	delete(s.waiters, name)
 }
 
+// changes marks what is to be subscribed as sent and what is no longer
+// wanted as dropped, and returns both.
+func (s *subscriptions) changes() (subs, unsubs []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for name := range s.want {
+		if !s.sent[name] {
+			s.sent[name] = true
+			s.live[name] = false
+			subs = append(subs, name)
+		}
+	}
+	for name := range s.sent {
+		if !s.want[name] {
+			delete(s.sent, name)
+			delete(s.live, name)
+			unsubs = append(unsubs, name)
+		}
+	}
+	return subs, unsubs
+}
+
 // subLoop sends batched SUBSCRIBE/UNSUBSCRIBE commands.
-func (s *Scaler) subLoop() {
+func (r *relay) subLoop() {
 	for {
 		select {
-		case <-s.ctx.Done():
+		case <-r.run.ctx.Done():
 			return
-		case <-s.subSignal:
+		case <-r.subs.signal:
 		}
-		s.relayMu.Lock()
-		var subs, unsubs []string
-		for name := range s.want {
-			if !s.sent[name] {
-				s.sent[name] = true
-				s.live[name] = false
-				subs = append(subs, name)
-			}
-		}
-		for name := range s.sent {
-			if !s.want[name] {
-				delete(s.sent, name)
-				delete(s.live, name)
-				unsubs = append(unsubs, name)
-			}
-		}
-		s.relayMu.Unlock()
-		ps := s.currentPS()
-		ctx, cancel := context.WithTimeout(s.ctx, relayTimeout)
+		subs, unsubs := r.subs.changes()
+		ps := r.currentPS()
+		ctx, cancel := context.WithTimeout(r.run.ctx, relayTimeout)
 		if len(subs) > 0 {
 			_ = ps.Subscribe(ctx, subs...) // retried by go-redis on reconnect
 		}
@@ -277,167 +305,169 @@ func isTimeout(err error) bool {
 // resubscribes silently; a receive error tells this loop that it happened,
 // and the first message after it makes every served channel be checked
 // against the log.
-func (s *Scaler) receiveLoop() {
+func (r *relay) receiveLoop() {
 	disconnected, fails := false, 0
-	for s.ctx.Err() == nil {
-		ps := s.currentPS()
-		msg, err := ps.ReceiveTimeout(s.ctx, time.Second)
+	for r.run.ctx.Err() == nil {
+		ps := r.currentPS()
+		msg, err := ps.ReceiveTimeout(r.run.ctx, time.Second)
 		if err != nil {
-			if s.ctx.Err() != nil {
+			if r.run.ctx.Err() != nil {
 				return
 			}
-			if ps != s.currentPS() {
-				continue // replaced after a failed probe
-			}
-			if isTimeout(err) && !disconnected {
-				continue
+			if ps != r.currentPS() || isTimeout(err) && !disconnected {
+				continue // replaced after a failed probe, or quiet
 			}
 			if !disconnected {
 				disconnected = true
-				s.connected.Store(false)
-				s.relayMu.Lock()
-				clear(s.live)
-				s.relayMu.Unlock()
-				s.log.Warn("sss/mongoredis: relay disconnected", "err", err)
-				s.event(scaler.EventRelayDisconnected, "", 0, err)
+				r.lost(err)
 			}
 			fails++
-			backoff.Sleep(s.ctx, retryWait(fails))
+			backoff.Sleep(r.run.ctx, retryWait(fails))
 			continue
 		}
 		fails = 0
-		if recheck := s.needCheck.Swap(false); disconnected || recheck {
+		if recheck := r.needCheck.Swap(false); disconnected || recheck {
 			disconnected = false
-			s.connected.Store(true)
-			s.log.Info("sss/mongoredis: relay reconnected")
-			s.event(scaler.EventRelayReconnected, "", 0, nil)
-			s.checkAll()
-		} else if !s.connected.Load() {
-			s.connected.Store(true)
+			r.back()
+		} else if !r.connected.Load() {
+			r.connected.Store(true)
 		}
 		switch m := msg.(type) {
 		case *redis.Subscription:
 			if m.Kind == "subscribe" {
-				s.confirm(m.Channel)
+				r.subs.confirm(m.Channel)
 			}
 		case *redis.Message:
-			s.dispatch(m.Channel, m.Payload)
+			r.dispatch(m.Channel, m.Payload)
 		}
 	}
+}
+
+// lost records that the pub/sub connection failed.
+func (r *relay) lost(err error) {
+	r.connected.Store(false)
+	r.subs.mu.Lock()
+	clear(r.subs.live)
+	r.subs.mu.Unlock()
+	r.out.logger.Warn("sss/mongoredis: relay disconnected", "err", err)
+	r.out.event(scaler.EventRelayDisconnected, "", 0, err)
+}
+
+// back records that the pub/sub connection works again (or may have
+// missed messages): every served channel is checked.
+func (r *relay) back() {
+	r.connected.Store(true)
+	r.out.logger.Info("sss/mongoredis: relay reconnected")
+	r.out.event(scaler.EventRelayReconnected, "", 0, nil)
+	r.recheck()
 }
 
 // dispatch routes one pub/sub message.
-func (s *Scaler) dispatch(name, payload string) {
+func (r *relay) dispatch(name, payload string) {
 	switch {
-	case name == s.probeName:
+	case name == r.probeName:
 		if n, err := strconv.ParseInt(payload, 10, 64); err == nil {
-			s.probeSeen.Store(n)
+			r.probeSeen.Store(n)
 		}
-	case name == s.ctlName:
-		s.onControl(payload)
-	case strings.HasPrefix(name, s.relayPrefix):
-		ch := name[len(s.relayPrefix):]
+	case name == r.ctlName:
+		r.onControl(payload)
+	case strings.HasPrefix(name, r.chanPrefix):
+		ch := name[len(r.chanPrefix):]
 		p, id, err := decodeRelay(ch, []byte(payload))
 		if err != nil {
-			s.log.Warn("sss/mongoredis: bad relay message", "channel", ch, "err", err)
+			r.out.logger.Warn("sss/mongoredis: bad relay message", "channel", ch, "err", err)
 			return
 		}
-		if s.faultRelay(ch, p, id) {
+		if r.faults.take(ch, func(d time.Duration) { r.run.after(d, func() { r.deliver(p, id) }) }) {
 			return
 		}
-		s.onRelay(p, id)
+		r.deliver(p, id)
 	}
 }
 
-// onRelay hands a relayed publication (stored as document id) to the
-// channel's stream.
-func (s *Scaler) onRelay(p scaler.Publication, id bson.ObjectID) {
-	s.writersMu.Lock()
-	w := s.writers[p.Channel]
-	s.writersMu.Unlock()
-	if w != nil {
-		w.observe(p.UID.Epoch, p.UID.Seq)
+// onControl handles a message of the control channel.
+func (r *relay) onControl(payload string) {
+	e, err := decodeEnvelope([]byte(payload))
+	if err != nil {
+		r.out.logger.Warn("sss/mongoredis: bad control message", "err", err)
+		return
 	}
-	if st := s.stream(p.Channel); st != nil {
-		st.push(item{kind: itemPub, pub: p, id: id})
+	if e.Reset != "" {
+		r.moved(e.Reset)
+	}
+	if f := r.out.handler().Control; e.Ctl != nil && f != nil {
+		f(*e.Ctl)
 	}
 }
 
 // probeLoop sends the instance a probe over the relay every ProbeInterval;
 // one that does not come back within ProbeTimeout replaces the pub/sub
 // connection (catches a connection stuck open but silent).
-func (s *Scaler) probeLoop() {
-	t := time.NewTicker(s.opts.ProbeInterval)
+func (r *relay) probeLoop() {
+	t := time.NewTicker(r.probeEvery)
 	defer t.Stop()
 	var pending int64
 	var pendingAt time.Time
 	for {
-		if pending != 0 && s.probeSeen.Load() >= pending {
+		if pending != 0 && r.probeSeen.Load() >= pending {
 			pending = 0
-			s.probeOK.Store(time.Now().UnixNano())
+			r.probeOK.Store(time.Now().UnixNano())
 		}
 		switch {
 		case pending == 0:
-			pending = s.probeSent.Add(1)
+			pending = r.probeSent.Add(1)
 			pendingAt = time.Now()
-			ctx, cancel := context.WithTimeout(s.ctx, relayTimeout)
-			_ = s.rdb.Publish(ctx, s.probeName, strconv.FormatInt(pending, 10)).Err()
+			ctx, cancel := context.WithTimeout(r.run.ctx, relayTimeout)
+			_ = r.rdb.Publish(ctx, r.probeName, strconv.FormatInt(pending, 10)).Err()
 			cancel()
-		case time.Since(pendingAt) > s.opts.ProbeTimeout:
+		case time.Since(pendingAt) > r.probeTimeout:
 			pending = 0
-			err := fmt.Errorf("sss/mongoredis: relay probe not back after %v", s.opts.ProbeTimeout)
-			s.log.Warn("sss/mongoredis: relay probe failed", "err", err)
-			s.event(scaler.EventProbeFailed, "", 0, err)
-			if s.connected.Load() {
-				s.needCheck.Store(true)
-				s.newPubSub()
-			}
+			r.probeFailed()
 		}
-		select {
-		case <-s.ctx.Done():
+		if !r.run.tick(t.C) {
 			return
-		case <-t.C:
 		}
 	}
 }
 
-// envelope is a message of the control channel.
-type envelope struct {
-	Ctl *scaler.Control `json:"c,omitempty"`
-	// Reset names a channel whose history was reset to Epoch.
-	Reset string `json:"reset,omitempty"`
-	Epoch string `json:"ep,omitempty"`
+// probeFailed reports a probe that did not come back and replaces the
+// pub/sub connection.
+func (r *relay) probeFailed() {
+	err := fmt.Errorf("sss/mongoredis: relay probe not back after %v", r.probeTimeout)
+	r.out.logger.Warn("sss/mongoredis: relay probe failed", "err", err)
+	r.out.event(scaler.EventProbeFailed, "", 0, err)
+	if r.connected.Load() {
+		r.needCheck.Store(true)
+		r.newPubSub()
+	}
 }
 
-func (s *Scaler) sendEnvelope(ctx context.Context, e envelope) error {
-	b, err := json.Marshal(e)
-	if err != nil {
-		return fmt.Errorf("sss/mongoredis: control: %w", err)
-	}
-	if err := s.rdb.Publish(ctx, s.ctlName, b).Err(); err != nil {
-		return unavailable("control", err)
-	}
-	return nil
+// relayFaults are the relay faults tests inject (see fault.go): the next
+// relayed publication of a channel dropped, or delayed.
+type relayFaults struct {
+	mu    sync.Mutex // drop, delay
+	drop  map[string]bool
+	delay map[string]time.Duration
 }
 
-func (s *Scaler) onControl(payload string) {
-	var e envelope
-	if err := json.Unmarshal([]byte(payload), &e); err != nil {
-		s.log.Warn("sss/mongoredis: bad control message", "err", err)
-		return
+// take applies a fault armed for ch to the publication being relayed: it
+// reports whether the publication was taken (dropped, or handed to
+// later with its delay).
+func (f *relayFaults) take(ch string, later func(time.Duration)) bool {
+	f.mu.Lock()
+	drop := f.drop[ch]
+	d, delay := f.delay[ch]
+	delete(f.drop, ch)
+	if !drop {
+		delete(f.delay, ch)
 	}
-	if e.Reset != "" {
-		s.writersMu.Lock()
-		w := s.writers[e.Reset]
-		s.writersMu.Unlock()
-		if w != nil {
-			w.invalidate()
-		}
-		if st := s.stream(e.Reset); st != nil {
-			st.push(item{kind: itemCheck})
-		}
+	f.mu.Unlock()
+	switch {
+	case drop:
+		return true
+	case delay:
+		later(d)
+		return true
 	}
-	if e.Ctl != nil && s.handler().Control != nil {
-		s.handler().Control(*e.Ctl)
-	}
+	return false
 }

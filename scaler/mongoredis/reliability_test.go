@@ -242,7 +242,7 @@ func TestResetHistoryDeadEpoch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := b.ResetHistory(ctx, ch); err != nil {
+	if err := b.resetHistory(ctx, ch); err != nil {
 		t.Fatal(err)
 	}
 	u2, err := a.Publish(ctx, ch, "t", json.RawMessage(`2`), scaler.PublishOptions{})
@@ -282,7 +282,7 @@ func TestKeyedPublishKeyTrimmedMeanwhile(t *testing.T) {
 	var once sync.Once
 	testHookDuplicate = func() {
 		once.Do(func() {
-			if err := s.Trim(ctx, ch, first.Seq); err != nil {
+			if err := s.trim(ctx, ch, first.Seq); err != nil {
 				t.Error(err)
 			}
 		})

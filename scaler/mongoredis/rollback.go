@@ -30,7 +30,7 @@ import (
 func (st *stream) verify() {
 	ctx, cancel := st.ctx()
 	defer cancel()
-	info, pos, err := st.s.mlog.tip(ctx, st.ch)
+	info, pos, err := st.set.mlog.tip(ctx, st.ch)
 	if err != nil {
 		st.retry(itemVerify, err)
 		return
@@ -52,16 +52,16 @@ func (st *stream) verify() {
 // publications the stream delivered (why says how that showed).
 func (st *stream) rollback(ctx context.Context, why string) {
 	old := st.epoch
-	info, err := st.s.mlog.lookup(ctx, st.ch)
-	if err != nil {
-		st.retry(itemVerify, err)
+	info, ok := st.lookup(ctx, itemVerify)
+	if !ok {
 		return
 	}
 	d, moved := info.doc, false
+	var err error
 	if d.Epoch == old {
-		d, err = st.s.mlog.moveEpoch(ctx, st.ch, old, rollbackEpoch(info.secret, st.ch, old))
+		d, err = st.set.mlog.moveEpoch(ctx, st.ch, old, rollbackEpoch(info.secret, st.ch, old))
 		if err == nil && d.Epoch == old {
-			err = fmt.Errorf("sss/mongoredis: channel %q: epoch %s did not move", st.ch, old)
+			err = fmt.Errorf("epoch %s did not move", old)
 		}
 		if err != nil {
 			st.retry(itemVerify, err)
@@ -71,26 +71,12 @@ func (st *stream) rollback(ctx context.Context, why string) {
 	}
 	err = fmt.Errorf("sss/mongoredis: channel %q: the log lost publications delivered up to seq %d of epoch %s (%s; a rollback?): %w",
 		st.ch, st.last, old, why, scaler.ErrEpochChanged)
-	st.s.log.Error("sss/mongoredis: channel log behind its stream: new epoch", "channel", st.ch, "epoch", d.Epoch, "err", err)
+	st.set.out.logger.Error("sss/mongoredis: channel log behind its stream: new epoch", "channel", st.ch, "epoch", d.Epoch, "err", err)
 	st.resetEpoch(d.Epoch, err)
 	if moved {
-		if err := st.s.epochMoved(ctx, st.ch, d.Epoch); err != nil {
-			st.s.event(scaler.EventBackendError, st.ch, 0, err)
+		if err := st.set.moved(ctx, st.ch, d.Epoch); err != nil {
+			st.set.out.event(scaler.EventBackendError, st.ch, 0, err)
 		}
 	}
 	st.push(item{kind: itemCheck})
-}
-
-// epochMoved tells this instance's writer and every instance (over the
-// control channel) that channel moved to epoch ep. Writers would find out
-// by themselves at their next insert, streams at their next check; this
-// only makes it sooner.
-func (s *Scaler) epochMoved(ctx context.Context, channel, ep string) error {
-	s.writersMu.Lock()
-	w := s.writers[channel]
-	s.writersMu.Unlock()
-	if w != nil {
-		w.invalidate()
-	}
-	return s.sendEnvelope(ctx, envelope{Reset: channel, Epoch: ep})
 }

@@ -13,12 +13,80 @@ import (
 	"github.com/sss-go/sss/scaler"
 )
 
+// streams holds this instance's streams, one per channel it serves, and
+// what they share: the log they fill from, the handler they deliver to,
+// and their timings.
+type streams struct {
+	mlog      *mlog
+	run       *group
+	out       *sink
+	gapWait   time.Duration // GapWait
+	timeout   time.Duration // WriteTimeout: bounds each log read
+	checkEach time.Duration // CheckInterval
+	// moved tells the channel's writer and every instance that the
+	// channel moved to a new epoch (see Scaler.epochMoved).
+	moved func(ctx context.Context, ch, ep string) error
+
+	mu sync.Mutex // m
+	m  map[string]*stream
+}
+
+func newStreams(l *mlog, run *group, out *sink, o *Options, moved func(context.Context, string, string) error) *streams {
+	return &streams{
+		mlog: l, run: run, out: out,
+		gapWait: o.GapWait, timeout: o.WriteTimeout, checkEach: o.CheckInterval,
+		moved: moved,
+		m:     make(map[string]*stream),
+	}
+}
+
+// get returns the channel's stream, nil when it is not served.
+func (ss *streams) get(ch string) *stream {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.m[ch]
+}
+
+// open returns the channel's stream, creating it (created true) when the
+// channel was not served.
+func (ss *streams) open(ch string) (st *stream, created bool) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if st := ss.m[ch]; st != nil {
+		return st, false
+	}
+	st = &stream{set: ss, ch: ch, ready: make(chan struct{})}
+	ss.m[ch] = st
+	return st, true
+}
+
+// remove stops the channel's stream (only st when not nil) and runs also
+// under the lock (so that a Subscribe racing with it sees both done).
+func (ss *streams) remove(ch string, st *stream, also func()) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	cur := ss.m[ch]
+	if cur == nil || st != nil && cur != st {
+		return
+	}
+	delete(ss.m, ch)
+	cur.removed.Store(true)
+	also()
+}
+
+// push hands an item to the channel's stream, if it is served.
+func (ss *streams) push(ch string, it item) {
+	if st := ss.get(ch); st != nil {
+		st.push(it)
+	}
+}
+
 // A stream is this instance's ordered delivery of one channel. Relayed
 // publications, checks and fill requests go into its inbox; one worker
 // goroutine (started on demand, gone when the inbox is empty) processes
 // them in order, so deliveries of a channel never overlap.
 type stream struct {
-	s     *Scaler
+	set   *streams
 	ch    string
 	ready chan struct{} // closed once the start position is known
 	err   error         // set before ready is closed when Subscribe failed
@@ -77,12 +145,6 @@ type item struct {
 	id   bson.ObjectID // the publication's document, zero when unknown
 }
 
-func (s *Scaler) stream(ch string) *stream {
-	s.streamsMu.Lock()
-	defer s.streamsMu.Unlock()
-	return s.streams[ch]
-}
-
 // mark publishes epoch and last for the batched checks.
 func (st *stream) mark() {
 	ep := st.epoch
@@ -109,7 +171,7 @@ func (st *stream) kick() {
 	if !st.started || st.running || len(st.inbox) == 0 {
 		return
 	}
-	if st.s.goWorker(st.run) {
+	if st.set.run.spawn(st.run) {
 		st.running = true
 	}
 }
@@ -186,7 +248,7 @@ func (st *stream) onPub(it item) {
 		if len(st.held) < maxHeld {
 			st.held[p.UID.Seq] = it
 		}
-		st.arm(st.s.opts.GapWait)
+		st.arm(st.set.gapWait)
 	}
 }
 
@@ -203,14 +265,14 @@ func (st *stream) arm(d time.Duration) {
 		return
 	}
 	st.armed = true
-	st.s.afterFunc(d, func() { st.push(item{kind: itemFill}) })
+	st.set.run.after(d, func() { st.push(item{kind: itemFill}) })
 }
 
 func (st *stream) deliver(p scaler.Publication, id bson.ObjectID) {
 	st.last = p.UID.Seq
 	st.ids[p.UID.Seq%idRing] = seqID{p.UID.Seq, id}
 	st.seenLast.Store(st.last)
-	if h := st.s.handler().Publication; h != nil && !st.removed.Load() {
+	if h := st.set.out.handler().Publication; h != nil && !st.removed.Load() {
 		h(p)
 	}
 }
@@ -243,19 +305,19 @@ func (st *stream) lowestHeld() uint64 {
 }
 
 func (st *stream) ctx() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(st.s.ctx, st.s.opts.WriteTimeout)
+	return context.WithTimeout(st.set.run.ctx, st.set.timeout)
 }
 
 // retry schedules another attempt after a failed log read.
 func (st *stream) retry(kind itemKind, err error) {
 	st.retries++
-	st.s.event(scaler.EventBackendError, st.ch, 0, err)
-	d := min(st.s.opts.GapWait<<min(st.retries, 6), 2*time.Second)
+	st.set.out.event(scaler.EventBackendError, st.ch, 0, opError(fmt.Sprintf("stream %q", st.ch), err))
+	d := min(st.set.gapWait<<min(st.retries, 6), 2*time.Second)
 	if kind == itemFill {
 		st.arm(d)
 		return
 	}
-	st.s.afterFunc(d, func() { st.push(item{kind: kind}) })
+	st.set.run.after(d, func() { st.push(item{kind: kind}) })
 }
 
 // fillHeld reads from the log what is missing before the lowest held
@@ -277,7 +339,7 @@ func (st *stream) fillHeld() {
 	}
 	st.drainHeld()
 	if len(st.held) > 0 {
-		st.arm(st.s.opts.GapWait)
+		st.arm(st.set.gapWait)
 	}
 }
 
@@ -288,7 +350,7 @@ func (st *stream) fillHeld() {
 func (st *stream) fill(before uint64) bool {
 	ctx, cancel := st.ctx()
 	defer cancel()
-	docs, err := st.s.mlog.readRange(ctx, st.ch, st.epoch, st.last, before, 0)
+	docs, err := st.set.mlog.readRange(ctx, st.ch, st.epoch, st.last, before, 0)
 	if err != nil {
 		st.retry(itemFill, err)
 		return false
@@ -310,8 +372,8 @@ func (st *stream) fill(before uint64) bool {
 		filled++
 	}
 	if filled > 0 {
-		st.s.log.Warn("sss/mongoredis: relay gap filled from the log", "channel", st.ch, "count", filled)
-		st.s.event(scaler.EventGapFilled, st.ch, filled, nil)
+		st.set.out.logger.Warn("sss/mongoredis: relay gap filled from the log", "channel", st.ch, "count", filled)
+		st.set.out.event(scaler.EventGapFilled, st.ch, filled, nil)
 	}
 	if before > 0 && st.last+1 < before {
 		st.lost(ctx, before-1)
@@ -323,7 +385,7 @@ func (st *stream) fill(before uint64) bool {
 // epoch changed, or they were trimmed. It reports whether the stream
 // stays in the same epoch.
 func (st *stream) lost(ctx context.Context, upTo uint64) bool {
-	info, err := st.s.mlog.lookup(ctx, st.ch)
+	info, err := st.set.mlog.lookup(ctx, st.ch)
 	if err == nil && info.doc.Epoch != st.epoch {
 		st.resetEpoch(info.doc.Epoch, nil)
 		st.push(item{kind: itemCheck})
@@ -331,13 +393,11 @@ func (st *stream) lost(ctx context.Context, upTo uint64) bool {
 	}
 	err = fmt.Errorf("sss/mongoredis: channel %q: %w", st.ch, scaler.ErrTrimmed)
 	pos := protocol.UID{Epoch: st.epoch, Seq: upTo}
-	st.s.log.Warn("sss/mongoredis: publications lost", "channel", st.ch, "uid", pos.String(), "err", err)
-	st.s.event(scaler.EventGapLost, st.ch, int(upTo-st.last), err)
+	st.set.out.logger.Warn("sss/mongoredis: publications lost", "channel", st.ch, "uid", pos.String(), "err", err)
+	st.set.out.event(scaler.EventGapLost, st.ch, int(upTo-st.last), err)
 	st.last = upTo
 	st.mark()
-	if h := st.s.handler().Reset; h != nil && !st.removed.Load() {
-		h(st.ch, pos, err)
-	}
+	st.reset(pos, err)
 	return true
 }
 
@@ -348,25 +408,41 @@ func (st *stream) resetEpoch(ep string, err error) {
 		err = fmt.Errorf("sss/mongoredis: channel %q: %w", st.ch, scaler.ErrEpochChanged)
 	}
 	pos := protocol.UID{Epoch: ep}
-	st.s.log.Warn("sss/mongoredis: channel history reset", "channel", st.ch, "uid", pos.String(), "err", err)
-	st.s.event(scaler.EventGapLost, st.ch, 0, err)
+	st.set.out.logger.Warn("sss/mongoredis: channel history reset", "channel", st.ch, "uid", pos.String(), "err", err)
+	st.set.out.event(scaler.EventGapLost, st.ch, 0, err)
 	st.epoch, st.last = ep, 0
 	st.mark()
 	clear(st.held)
 	st.ids = [idRing]seqID{}
 	st.proven = false
-	if h := st.s.handler().Reset; h != nil && !st.removed.Load() {
+	st.reset(pos, err)
+}
+
+// reset reports to the handler that the stream goes on after pos with a
+// hole (err says why).
+func (st *stream) reset(pos protocol.UID, err error) {
+	if h := st.set.out.handler().Reset; h != nil && !st.removed.Load() {
 		h(st.ch, pos, err)
 	}
+}
+
+// lookup reads the channel's document; when it cannot, it schedules
+// another attempt of kind and reports false.
+func (st *stream) lookup(ctx context.Context, kind itemKind) (chanInfo, bool) {
+	info, err := st.set.mlog.lookup(ctx, st.ch)
+	if err != nil {
+		st.retry(kind, err)
+		return chanInfo{}, false
+	}
+	return info, true
 }
 
 // epochMismatch handles a publication of another epoch than the stream's.
 func (st *stream) epochMismatch(it item) {
 	ctx, cancel := st.ctx()
 	defer cancel()
-	info, err := st.s.mlog.lookup(ctx, st.ch)
-	if err != nil {
-		st.retry(itemCheck, err)
+	info, ok := st.lookup(ctx, itemCheck)
+	if !ok {
 		return
 	}
 	d := info.doc
@@ -387,9 +463,8 @@ func (st *stream) check() {
 	}
 	ctx, cancel := st.ctx()
 	defer cancel()
-	info, err := st.s.mlog.lookup(ctx, st.ch)
-	if err != nil {
-		st.retry(itemCheck, err)
+	info, ok := st.lookup(ctx, itemCheck)
+	if !ok {
 		return
 	}
 	d := info.doc
@@ -397,7 +472,7 @@ func (st *stream) check() {
 		st.resetEpoch(d.Epoch, nil)
 	}
 	if uint64(d.Floor) > st.last {
-		docs, err := st.s.mlog.readRange(ctx, st.ch, st.epoch, st.last, 0, 1)
+		docs, err := st.set.mlog.readRange(ctx, st.ch, st.epoch, st.last, 0, 1)
 		if err != nil {
 			st.retry(itemCheck, err)
 			return
@@ -414,135 +489,4 @@ func (st *stream) check() {
 		return
 	}
 	st.drainHeld()
-}
-
-// checkAll makes every served channel check the log (after a relay
-// reconnect), batched, off the caller's goroutine.
-func (s *Scaler) checkAll() {
-	list := s.startedStreams(time.Time{})
-	s.goWorker(func() {
-		if err := s.checkStreams(list); err != nil {
-			// Let each channel find out on its own.
-			for _, st := range list {
-				st.push(item{kind: itemCheck})
-			}
-		}
-	})
-}
-
-// startedStreams lists the started streams that received nothing since
-// quietSince (every started stream when zero).
-func (s *Scaler) startedStreams(quietSince time.Time) []*stream {
-	s.streamsMu.Lock()
-	defer s.streamsMu.Unlock()
-	list := make([]*stream, 0, len(s.streams))
-	for _, st := range s.streams {
-		st.mu.Lock()
-		if st.started && (quietSince.IsZero() || !st.running && st.lastRecv.Before(quietSince)) {
-			list = append(list, st)
-		}
-		st.mu.Unlock()
-	}
-	return list
-}
-
-// checkBatch is how many channels one batched check query covers.
-const checkBatch = 256
-
-// checkStreams compares many streams with the log in two queries per
-// checkBatch channels (the channel documents, then the publications from
-// each stream's last seq on), and makes those that are behind, or whose
-// epoch or floor moved, run their own check, and those whose last
-// publication is missing from the log verify it (see rollback.go).
-func (s *Scaler) checkStreams(list []*stream) error {
-	ctx, cancel := context.WithTimeout(s.ctx, s.opts.WriteTimeout)
-	defer cancel()
-	for len(list) > 0 {
-		chunk := list[:min(len(list), checkBatch)]
-		list = list[len(chunk):]
-		if err := s.checkChunk(ctx, chunk); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (s *Scaler) checkChunk(ctx context.Context, chunk []*stream) error {
-	names := make([]string, len(chunk))
-	byName := make(map[string]*stream, len(chunk))
-	for i, st := range chunk {
-		names[i] = st.ch
-		byName[st.ch] = st
-	}
-	docs, secret, err := s.mlog.lookupMany(ctx, names)
-	if err != nil {
-		return err
-	}
-	need := make(map[*stream]itemKind)
-	lasts := make(map[string]uint64) // streams whose last seq must be in the log
-	var or bson.A
-	for _, st := range chunk {
-		ep, last := st.seenEpoch.Load(), st.seenLast.Load()
-		d, ok := docs[st.ch]
-		if !ok {
-			d = chanDoc{Ch: st.ch, Epoch: defaultEpoch(secret, st.ch)}
-		}
-		switch {
-		case ep == nil || d.Epoch != *ep || uint64(d.Floor) > last:
-			need[st] = itemCheck
-		case !ok && last > 0:
-			need[st] = itemVerify // delivered publications of a channel without a document
-		case !ok:
-			// Never published: nothing to compare.
-		case last > uint64(d.Floor):
-			lasts[st.ch] = last
-			or = append(or, bson.D{{Key: "ch", Value: st.ch}, {Key: "ep", Value: d.Epoch}, {Key: "seq", Value: bson.D{{Key: "$gte", Value: int64(last)}}}})
-		default:
-			or = append(or, bson.D{{Key: "ch", Value: st.ch}, {Key: "ep", Value: d.Epoch}, {Key: "seq", Value: bson.D{{Key: "$gt", Value: int64(last)}}}})
-		}
-	}
-	if len(or) > 0 {
-		found, err := s.mlog.seqsWith(ctx, bson.D{{Key: "$or", Value: or}})
-		if err != nil {
-			return err
-		}
-		present := make(map[string]bool)
-		for _, f := range found {
-			st := byName[f.Ch]
-			switch {
-			case st == nil:
-			case uint64(f.Seq) == lasts[f.Ch]:
-				present[f.Ch] = true
-			case uint64(f.Seq) > st.seenLast.Load():
-				need[st] = itemCheck
-			}
-		}
-		for ch := range lasts {
-			if st := byName[ch]; !present[ch] && need[st] == 0 {
-				need[st] = itemVerify
-			}
-		}
-	}
-	for st, kind := range need {
-		st.push(item{kind: kind})
-	}
-	return nil
-}
-
-// checkLoop checks channels that received nothing for CheckInterval: a
-// lost last publication has no later one to reveal it.
-func (s *Scaler) checkLoop() {
-	t := time.NewTicker(s.opts.CheckInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.ctx.Done():
-			return
-		case <-t.C:
-		}
-		quiet := s.startedStreams(time.Now().Add(-s.opts.CheckInterval))
-		if err := s.checkStreams(quiet); err != nil && s.ctx.Err() == nil {
-			s.event(scaler.EventBackendError, "", 0, err)
-		}
-	}
 }

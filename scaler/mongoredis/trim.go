@@ -6,9 +6,6 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"go.mongodb.org/mongo-driver/v2/bson"
-	"go.mongodb.org/mongo-driver/v2/mongo"
-	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/sss-go/sss/scaler"
 )
@@ -42,33 +39,22 @@ const (
 )
 
 // trimLoop runs a trim round every TrimInterval on the instance that holds
-// the trim lock.
+// the trim lock, and forgets idle writers.
 func (s *Scaler) trimLoop() {
 	t := time.NewTicker(s.opts.TrimInterval)
 	defer t.Stop()
-	for round := 0; ; round++ {
-		select {
-		case <-s.ctx.Done():
-			return
-		case <-t.C:
-		}
-		s.sweepWriters()
-		ctx, cancel := context.WithTimeout(s.ctx, s.opts.TrimInterval)
+	for round := 0; s.run.tick(t.C); round++ {
+		s.writers.sweep()
+		ctx, cancel := context.WithTimeout(s.run.ctx, s.opts.TrimInterval)
 		ok, err := s.rdb.SetNX(ctx, s.opts.Prefix+":trimlock", s.id, s.opts.TrimInterval*9/10).Result()
 		if err == nil && ok {
 			err = s.trimRound(ctx, s.opts.TrimInterval/2, round%orphanEvery == 0)
 		}
 		cancel()
-		if err != nil && s.ctx.Err() == nil {
-			s.event(scaler.EventBackendError, "", 0, err)
+		if err != nil && s.run.ctx.Err() == nil {
+			s.out.event(scaler.EventBackendError, "", 0, opError("trim", err))
 		}
 	}
-}
-
-// trimPlan is what a round does to one channel.
-type trimPlan struct {
-	c    chanDoc
-	upTo uint64 // trim every seq up to it (0: nothing)
 }
 
 // trimRound applies retention from the saved cursor on, until the last
@@ -93,7 +79,7 @@ func (s *Scaler) trimRound(ctx context.Context, budget time.Duration, orphans bo
 				break
 			}
 			first = false
-			p, err := s.planTrim(ctx, c)
+			p, err := s.mlog.planTrim(ctx, c, s.opts.retention(c.Ch))
 			if err != nil {
 				return errors.Join(err, s.applyTrim(ctx, plans, orphans))
 			}
@@ -116,89 +102,15 @@ func (s *Scaler) trimRound(ctx context.Context, budget time.Duration, orphans bo
 	}
 }
 
-// planTrim finds how far retention trims channel c, with at most two
-// reads.
-func (s *Scaler) planTrim(ctx context.Context, c chanDoc) (trimPlan, error) {
-	p := trimPlan{c: c}
-	r := s.opts.retention(c.Ch)
-	base := bson.D{{Key: "ch", Value: c.Ch}, {Key: "ep", Value: c.Epoch}}
-	newestFirst := bson.D{{Key: "seq", Value: -1}}
-	onlySeq := bson.D{{Key: "seq", Value: 1}}
-	if r.MaxCount != 0 {
-		// The newest seq beyond the MaxCount newest ones.
-		seq, err := s.mlog.firstSeq(ctx, base, options.FindOne().SetSort(newestFirst).SetProjection(onlySeq).SetSkip(int64(max(r.MaxCount, 0))))
-		if err != nil {
-			return p, err
-		}
-		p.upTo = seq
-	}
-	if r.MaxAge > 0 {
-		aged := bson.D{base[0], base[1], {Key: "t", Value: bson.D{{Key: "$lt", Value: time.Now().Add(-r.MaxAge)}}}}
-		seq, err := s.mlog.firstSeq(ctx, aged, options.FindOne().SetSort(newestFirst).SetProjection(onlySeq))
-		if err != nil {
-			return p, err
-		}
-		p.upTo = max(p.upTo, seq)
-	}
-	return p, nil
-}
-
-// applyTrim raises the floors of the planned channels in one bulk update,
-// then deletes what is below them in one bulk delete, and reports the
-// trimmed counts.
+// applyTrim applies the plans to the log and reports the trimmed counts.
 func (s *Scaler) applyTrim(ctx context.Context, plans []trimPlan, orphans bool) error {
-	var floors, dels []mongo.WriteModel
-	for _, p := range plans {
-		c := p.c
-		if p.upTo > uint64(c.Floor) {
-			floors = append(floors, mongo.NewUpdateOneModel().
-				SetFilter(bson.D{{Key: "_id", Value: c.Ch}, {Key: "ep", Value: c.Epoch}}).
-				SetUpdate(bson.D{{Key: "$max", Value: bson.D{{Key: "floor", Value: int64(p.upTo)}}}}))
-			dels = append(dels, mongo.NewDeleteManyModel().SetFilter(bson.D{{Key: "ch", Value: c.Ch}, {Key: "ep", Value: c.Epoch},
-				{Key: "seq", Value: bson.D{{Key: "$lte", Value: int64(p.upTo)}}}}))
-		}
-		if orphans {
-			dels = append(dels, mongo.NewDeleteManyModel().SetFilter(bson.D{{Key: "ch", Value: c.Ch},
-				{Key: "ep", Value: bson.D{{Key: "$ne", Value: c.Epoch}}}}))
-		}
-	}
-	// Floors first: a reader that misses a deleted seq finds it covered.
-	if len(floors) > 0 {
-		if _, err := s.mlog.chans.BulkWrite(ctx, floors, options.BulkWrite().SetOrdered(false)); err != nil {
-			return unavailable("trim", err)
-		}
-	}
-	if len(dels) > 0 {
-		if _, err := s.mlog.pubs.BulkWrite(ctx, dels, options.BulkWrite().SetOrdered(false)); err != nil {
-			return unavailable("trim", err)
-		}
+	if err := s.mlog.applyTrim(ctx, plans, orphans); err != nil {
+		return err
 	}
 	for _, p := range plans {
 		if n := int64(p.upTo) - p.c.Floor; n > 0 {
-			s.event(scaler.EventTrimmed, p.c.Ch, int(n), nil)
+			s.out.event(scaler.EventTrimmed, p.c.Ch, int(n), nil)
 		}
 	}
 	return nil
-}
-
-// writerIdle is how long a channel's writer stays cached after its last
-// write.
-const writerIdle = time.Minute
-
-// sweepWriters forgets writers idle for writerIdle, so that a process
-// publishing to many channels over time does not keep one per channel.
-func (s *Scaler) sweepWriters() {
-	s.writersMu.Lock()
-	defer s.writersMu.Unlock()
-	for ch, w := range s.writers {
-		w.mu.Lock()
-		idle := !w.running && len(w.pending) == 0 && time.Since(w.wrote) > writerIdle && time.Since(w.checked) > writerIdle
-		w.mu.Unlock()
-		w.relayMu.Lock()
-		idle = idle && !w.relayRunning && len(w.relayQ) == 0
-		w.relayMu.Unlock()
-		if idle {
-			delete(s.writers, ch)
-		}
-	}
 }

@@ -2,66 +2,92 @@ package mongoredis
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
-	"go.mongodb.org/mongo-driver/v2/bson"
+	"github.com/redis/go-redis/v9"
 	"go.mongodb.org/mongo-driver/v2/mongo"
-	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/sss-go/sss/internal/backoff"
 	"github.com/sss-go/sss/protocol"
 	"github.com/sss-go/sss/scaler"
 )
 
-// States of a publish request, shared by Publish and the writer.
-const (
-	reqQueued  int32 = iota // not on the wire: Publish may withdraw it
-	reqSending              // in an insert, or in one whose outcome is unknown
-	reqGone                 // withdrawn by Publish before it was sent
-)
+// writers holds the channels' writers of this process and what they
+// share: the log they insert into, the relay they publish on, and Redis
+// for the channels' write turns (writer_lock.go).
+type writers struct {
+	mlog     *mlog
+	relay    *relay
+	rdb      redis.UniversalClient
+	run      *group
+	out      *sink
+	prefix   string
+	maxBatch int
+	timeout  time.Duration // WriteTimeout
 
-// pubReq is one Publish call waiting for its batch.
-type pubReq struct {
-	doc   pubDoc
-	state atomic.Int32
-	// abandoned: Publish returned ErrUncertain; the writer does not send
-	// the request again (only an insert already on the wire may store it).
-	abandoned atomic.Bool
-	// maybeStored: an insert carrying the request had an unknown
-	// outcome, so it may be stored. Owned by the writer goroutine.
-	maybeStored bool
-	once        sync.Once
-	done        chan struct{}
-	uid         protocol.UID
-	err         error
+	mu sync.Mutex // m
+	m  map[string]*writer
 }
 
-func (r *pubReq) finish(uid protocol.UID, err error) {
-	r.once.Do(func() {
-		r.uid, r.err = uid, err
-		close(r.done)
-	})
+func newWriters(l *mlog, r *relay, rdb redis.UniversalClient, run *group, out *sink, o *Options) *writers {
+	return &writers{
+		mlog: l, relay: r, rdb: rdb, run: run, out: out,
+		prefix: o.Prefix, maxBatch: o.MaxBatch, timeout: o.WriteTimeout,
+		m: make(map[string]*writer),
+	}
 }
 
-// withdraw takes back a request that never left the process; it reports
-// false once the request is (or was) on the wire.
-func (r *pubReq) withdraw() bool { return r.state.CompareAndSwap(reqQueued, reqGone) }
+// get returns the channel's writer, creating it.
+func (ws *writers) get(ch string) *writer {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	w := ws.m[ch]
+	if w == nil {
+		w = &writer{ws: ws, ch: ch}
+		ws.m[ch] = w
+	}
+	return w
+}
 
-// keyed reports whether the request has an idempotency key.
-func (r *pubReq) keyed() bool { return !strings.HasPrefix(r.doc.Key, "#") }
+// find returns the channel's writer, nil when there is none.
+func (ws *writers) find(ch string) *writer {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	return ws.m[ch]
+}
 
-// renew gives the request a new _id (and, without an idempotency key, a
-// new key), so that a copy stored in a dead epoch is never taken for it.
-func (r *pubReq) renew() {
-	r.doc.ID = bson.NewObjectID()
-	if !r.keyed() {
-		r.doc.Key = "#" + r.doc.ID.Hex()
+// observe tells the channel's writer (if any) that seq exists in ep.
+func (ws *writers) observe(ch, ep string, seq uint64) {
+	if w := ws.find(ch); w != nil {
+		w.observe(ep, seq)
+	}
+}
+
+// invalidate makes the channel's writer (if any) read its next seq from
+// the log again.
+func (ws *writers) invalidate(ch string) {
+	if w := ws.find(ch); w != nil {
+		w.invalidate()
+	}
+}
+
+// writerIdle is how long a channel's writer stays cached after its last
+// write.
+const writerIdle = time.Minute
+
+// sweep forgets writers idle for writerIdle, so that a process
+// publishing to many channels over time does not keep one per channel.
+func (ws *writers) sweep() {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	for ch, w := range ws.m {
+		if w.idle() {
+			delete(ws.m, ch)
+		}
 	}
 }
 
@@ -75,7 +101,7 @@ func (r *pubReq) renew() {
 // noticed, database wiped) is not acknowledged but written again in the
 // new one.
 type writer struct {
-	s  *Scaler
+	ws *writers
 	ch string
 
 	mu      sync.Mutex
@@ -99,16 +125,15 @@ type writer struct {
 	relayRunning bool
 }
 
-// writerFor returns the channel's writer.
-func (s *Scaler) writerFor(ch string) *writer {
-	s.writersMu.Lock()
-	defer s.writersMu.Unlock()
-	w := s.writers[ch]
-	if w == nil {
-		w = &writer{s: s, ch: ch}
-		s.writers[ch] = w
-	}
-	return w
+// idle reports whether the writer has nothing to do and has not written
+// or checked its epoch for writerIdle.
+func (w *writer) idle() bool {
+	w.mu.Lock()
+	idle := !w.running && len(w.pending) == 0 && time.Since(w.wrote) > writerIdle && time.Since(w.checked) > writerIdle
+	w.mu.Unlock()
+	w.relayMu.Lock()
+	defer w.relayMu.Unlock()
+	return idle && !w.relayRunning && len(w.relayQ) == 0
 }
 
 // enqueue adds r and starts the writer goroutine when idle. It reports
@@ -120,7 +145,7 @@ func (w *writer) enqueue(r *pubReq) bool {
 	if w.running {
 		return true
 	}
-	if !w.s.goWorker(w.run) {
+	if !w.ws.run.spawn(w.run) {
 		w.pending = w.pending[:len(w.pending)-1]
 		return false
 	}
@@ -147,7 +172,7 @@ func (w *writer) invalidate() {
 func (w *writer) run() {
 	for {
 		w.mu.Lock()
-		n := min(len(w.pending), w.s.opts.MaxBatch)
+		n := min(len(w.pending), w.ws.maxBatch)
 		if n == 0 {
 			w.running = false
 			w.pending = nil
@@ -171,10 +196,10 @@ func (w *writer) prepare(ctx context.Context) (string, uint64, error) {
 	if ep != "" && next != 0 {
 		return ep, next, nil
 	}
-	if _, err := w.s.mlog.ensureChannel(ctx, w.ch); err != nil {
+	if _, err := w.ws.mlog.ensureChannel(ctx, w.ch); err != nil {
 		return "", 0, err
 	}
-	_, pos, err := w.s.mlog.tip(ctx, w.ch)
+	_, pos, err := w.ws.mlog.tip(ctx, w.ch)
 	if err != nil {
 		return "", 0, err
 	}
@@ -211,7 +236,7 @@ func (w *writer) advance(ep string, next uint64) {
 // write stores a batch, retrying within WriteTimeout, then acknowledges
 // and relays what was stored.
 func (w *writer) write(reqs []*pubReq) {
-	ctx, cancel := context.WithTimeout(w.s.ctx, w.s.opts.WriteTimeout)
+	ctx, cancel := context.WithTimeout(w.ws.run.ctx, w.ws.timeout)
 	defer cancel()
 	var (
 		lastErr   error
@@ -279,39 +304,6 @@ func (w *writer) turn(ctx context.Context, reqs []*pubReq, n int, conflicts *int
 	return reqs, wait, err
 }
 
-// dropGone drops the requests Publish withdrew or gave up on.
-func dropGone(reqs []*pubReq) []*pubReq {
-	live := reqs[:0]
-	for _, r := range reqs {
-		if r.state.Load() != reqGone && !r.abandoned.Load() {
-			live = append(live, r)
-		}
-	}
-	return live
-}
-
-// claim marks the requests as being sent, right before their insert,
-// dropping those Publish withdrew.
-func claim(reqs []*pubReq) []*pubReq {
-	live := reqs[:0]
-	for _, r := range reqs {
-		if r.state.CompareAndSwap(reqQueued, reqSending) || r.state.Load() == reqSending {
-			live = append(live, r)
-		}
-	}
-	return live
-}
-
-// release lets Publish withdraw the requests that are surely not stored,
-// between two attempts.
-func release(reqs []*pubReq) {
-	for _, r := range reqs {
-		if !r.maybeStored {
-			r.state.CompareAndSwap(reqSending, reqQueued)
-		}
-	}
-}
-
 // attempt makes one insert of reqs and deals with its outcome. It returns
 // the requests still to write, how long to wait before the next attempt,
 // and the error that made it fail, if any.
@@ -324,13 +316,13 @@ func (w *writer) attempt(ctx context.Context, reqs []*pubReq, n int, conflicts *
 	if reqs = claim(reqs); len(reqs) == 0 {
 		return nil, 0, nil
 	}
-	docs := make([]any, len(reqs))
+	docs := make([]*pubDoc, len(reqs))
 	now := time.Now()
 	for i, r := range reqs {
 		r.doc.Epoch, r.doc.Seq, r.doc.Time = ep, int64(next)+int64(i), now
 		docs[i] = &r.doc
 	}
-	_, err = w.s.mlog.pubs.InsertMany(ctx, docs, options.InsertMany().SetOrdered(true))
+	err = w.ws.mlog.insert(ctx, docs)
 	stored, we := insertOutcome(err, len(reqs))
 	if stored < 0 {
 		// Unknown outcome: any of them may be stored. Their _id tells
@@ -355,7 +347,7 @@ func (w *writer) attempt(ctx context.Context, reqs []*pubReq, n int, conflicts *
 	r := reqs[0]
 	if !isDuplicate(*we) {
 		// Rejected (too large, invalid): stored nowhere.
-		r.finish(protocol.UID{}, fmt.Errorf("sss/mongoredis: publish %q: %s", w.ch, we.Message))
+		r.finish(protocol.UID{}, fmt.Errorf("rejected by MongoDB: %s", we.Message))
 		return reqs[1:], 0, nil
 	}
 	return w.duplicate(ctx, reqs, ep, next+uint64(stored), n, conflicts)
@@ -395,9 +387,9 @@ func (w *writer) giveUp(reqs []*pubReq, err error) {
 	w.invalidate()
 	for _, r := range reqs {
 		if r.maybeStored {
-			r.finish(protocol.UID{}, fmt.Errorf("sss/mongoredis: publish %q: %w: %w", w.ch, scaler.ErrUncertain, err))
+			r.finish(protocol.UID{}, fmt.Errorf("%w: %w", scaler.ErrUncertain, err))
 		} else {
-			r.finish(protocol.UID{}, unavailable(fmt.Sprintf("publish %q", w.ch), err))
+			r.finish(protocol.UID{}, unavailable("insert", err))
 		}
 	}
 }
@@ -419,7 +411,7 @@ func (w *writer) ack(reqs []*pubReq, stored *pubDoc) {
 	w.relayMu.Lock()
 	defer w.relayMu.Unlock()
 	w.relayQ = append(w.relayQ, docs...)
-	if !w.relayRunning && w.s.goWorker(w.relayRun) {
+	if !w.relayRunning && w.ws.run.spawn(w.relayRun) {
 		w.relayRunning = true
 	}
 }
@@ -436,7 +428,30 @@ func (w *writer) relayRun() {
 			return
 		}
 		w.relayMu.Unlock()
-		w.s.relayPubs(w.ch, docs)
+		w.relayPubs(docs)
+	}
+}
+
+// relayPubs publishes stored publications on the relay, in order, and
+// raises the channel's seq hint (writer_lock.go) to the last of them. A
+// failure is reported, not returned: the publications are durable and
+// every subscriber fills them from the log.
+func (w *writer) relayPubs(docs []*pubDoc) {
+	ws := w.ws
+	ctx, cancel := context.WithTimeout(ws.run.ctx, relayTimeout)
+	defer cancel()
+	pipe := ws.rdb.Pipeline()
+	ws.relay.queuePubs(ctx, pipe, w.ch, docs)
+	top := docs[0]
+	for _, d := range docs {
+		if d.Epoch == top.Epoch && d.Seq > top.Seq {
+			top = d
+		}
+	}
+	raiseHint.Eval(ctx, pipe, []string{ws.hintKey(w.ch)}, top.Epoch, top.Seq, hintTTL.Milliseconds())
+	_, err := pipe.Exec(ctx)
+	if err != nil && ws.run.ctx.Err() == nil {
+		ws.out.event(scaler.EventBackendError, w.ch, len(docs), opError(fmt.Sprintf("relay %q", w.ch), err))
 	}
 }
 
@@ -446,20 +461,3 @@ var retryPolicy = backoff.Policy{Base: 20 * time.Millisecond, Cap: 300 * time.Mi
 
 // retryWait is the pause before retry attempt n.
 func retryWait(n int) time.Duration { return retryPolicy.Wait(n) }
-
-// newPubReq builds the document of one Publish call.
-func newPubReq(ch, topic string, msg json.RawMessage, key string) *pubReq {
-	id := bson.NewObjectID()
-	if key == "" {
-		key = "#" + id.Hex()
-	} else {
-		key = "k:" + key
-	}
-	if len(msg) == 0 {
-		msg = json.RawMessage("null")
-	}
-	return &pubReq{
-		doc:  pubDoc{ID: id, Ch: ch, Topic: topic, Msg: string(msg), Key: key},
-		done: make(chan struct{}),
-	}
-}

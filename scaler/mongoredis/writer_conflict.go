@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
-	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/sss-go/sss/internal/backoff"
 	"github.com/sss-go/sss/protocol"
@@ -41,7 +40,7 @@ const hintTTL = time.Hour
 // documents are removed (best effort), the requests get new ids and are
 // written again. On a read error the requests count as maybe stored.
 func (w *writer) confirm(ctx context.Context, ep string, reqs []*pubReq, stored *pubDoc) (bool, error) {
-	info, err := w.s.mlog.lookup(ctx, w.ch)
+	info, err := w.ws.mlog.lookup(ctx, w.ch)
 	if err != nil {
 		for _, r := range reqs {
 			r.maybeStored = true
@@ -56,14 +55,14 @@ func (w *writer) confirm(ctx context.Context, ep string, reqs []*pubReq, stored 
 		w.ack(reqs, stored)
 		return true, nil
 	}
-	ids := make(bson.A, 0, len(reqs))
+	ids := make([]bson.ObjectID, 0, len(reqs))
 	for _, r := range reqs {
 		ids = append(ids, r.doc.ID)
 		if stored != nil {
 			ids = append(ids, stored.ID)
 		}
 	}
-	_, _ = w.s.mlog.pubs.DeleteMany(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: ids}}}})
+	_ = w.ws.mlog.deleteIDs(ctx, ids...)
 	for _, r := range reqs {
 		r.renew()
 		r.maybeStored = false
@@ -88,11 +87,7 @@ func (w *writer) duplicate(ctx context.Context, reqs []*pubReq, ep string, seq u
 		// Its _id and key are its own: only the seq can collide.
 		return reqs, w.taken(ctx, ep, seq, conflicts), nil
 	}
-	docs, err := w.s.mlog.find(ctx, bson.D{{Key: "$or", Value: bson.A{
-		bson.D{{Key: "_id", Value: r.doc.ID}},
-		bson.D{{Key: "ch", Value: w.ch}, {Key: "ik", Value: r.doc.Key}},
-		bson.D{{Key: "ch", Value: w.ch}, {Key: "ep", Value: ep}, {Key: "seq", Value: int64(seq)}},
-	}}}, options.Find())
+	docs, err := w.ws.mlog.collisions(ctx, w.ch, r.doc.ID, r.doc.Key, ep, seq)
 	if err != nil {
 		return reqs, retryWait(n), err
 	}
@@ -123,8 +118,8 @@ func (w *writer) duplicate(ctx context.Context, reqs []*pubReq, ep string, seq u
 		if old == nil {
 			old = byKey
 		}
-		if _, err := w.s.mlog.pubs.DeleteOne(ctx, bson.D{{Key: "_id", Value: old.ID}}); err != nil {
-			return reqs, retryWait(n), unavailable("publish", err)
+		if err := w.ws.mlog.deleteIDs(ctx, old.ID); err != nil {
+			return reqs, retryWait(n), err
 		}
 		if mine != nil {
 			r.renew()
@@ -144,7 +139,7 @@ func (w *writer) duplicate(ctx context.Context, reqs []*pubReq, ep string, seq u
 // idempotent finishes a retried publish with the uid of the document that
 // holds its key, once ep is confirmed to be the channel's epoch.
 func (w *writer) idempotent(ctx context.Context, reqs []*pubReq, ep string, d *pubDoc, n int) ([]*pubReq, time.Duration, error) {
-	info, err := w.s.mlog.lookup(ctx, w.ch)
+	info, err := w.ws.mlog.lookup(ctx, w.ch)
 	if err != nil {
 		return reqs, retryWait(n), err
 	}
@@ -161,7 +156,7 @@ func (w *writer) idempotent(ctx context.Context, reqs []*pubReq, ep string, d *p
 // retryFree makes the next attempt use seq again, unless the channel's
 // trim floor or epoch moved past it.
 func (w *writer) retryFree(ctx context.Context, ep string, seq uint64) error {
-	info, err := w.s.mlog.lookup(ctx, w.ch)
+	info, err := w.ws.mlog.lookup(ctx, w.ch)
 	if err != nil {
 		return err
 	}
@@ -191,7 +186,7 @@ func (w *writer) taken(ctx context.Context, ep string, seq uint64, conflicts *in
 	}
 	if next == seq+1 && *conflicts%4 == 0 {
 		// No hint ahead: ask the log (a scan on FerretDB).
-		if m, err := w.s.mlog.maxSeq(ctx, w.ch, ep); err == nil {
+		if m, err := w.ws.mlog.maxSeq(ctx, w.ch, ep); err == nil {
 			next = max(next, m+1)
 		}
 	}
@@ -206,7 +201,7 @@ func (w *writer) taken(ctx context.Context, ep string, seq uint64, conflicts *in
 func (w *writer) readHint(ctx context.Context, ep string) (uint64, bool) {
 	ctx, cancel := context.WithTimeout(ctx, lockCallTimeout)
 	defer cancel()
-	v, err := w.s.rdb.Get(ctx, w.s.hintKey(w.ch)).Result()
+	v, err := w.ws.rdb.Get(ctx, w.ws.hintKey(w.ch)).Result()
 	if err != nil {
 		return 0, false
 	}

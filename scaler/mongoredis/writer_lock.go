@@ -98,13 +98,13 @@ end
 redis.call('SET', KEYS[1], ARGV[1] .. ':' .. ARGV[2], 'PX', ARGV[3])
 return 1`)
 
-// writerKeys returns the lock, seq hint and wait keys of ch.
-func (s *Scaler) writerKeys(ch string) []string {
-	base := s.opts.Prefix + ":w:{" + ch + "}:"
+// keys returns the lock, seq hint and wait keys of ch.
+func (ws *writers) keys(ch string) []string {
+	base := ws.prefix + ":w:{" + ch + "}:"
 	return []string{base + "lock", base + "seq", base + "wait"}
 }
 
-func (s *Scaler) hintKey(ch string) string { return s.writerKeys(ch)[1] }
+func (ws *writers) hintKey(ch string) string { return ws.keys(ch)[1] }
 
 // parseHint reads a seq hint of epoch ep.
 func parseHint(v, ep string) (uint64, bool) {
@@ -135,11 +135,11 @@ func (w *writer) sawContention() {
 // and returns its token ("" when writing without it) and the seq hint.
 func (w *writer) lock(ctx context.Context) (token, hint string) {
 	token = newID()
-	keys := w.s.writerKeys(w.ch)
+	keys := w.ws.keys(w.ch)
 	deadline := time.Now().Add(lockTTL)
 	for {
 		c, cancel := context.WithTimeout(ctx, lockCallTimeout)
-		res, err := takeLock.Run(c, w.s.rdb, keys, token, lockTTL.Milliseconds()).Slice()
+		res, err := takeLock.Run(c, w.ws.rdb, keys, token, lockTTL.Milliseconds()).Slice()
 		cancel()
 		if err != nil {
 			if ctx.Err() == nil {
@@ -166,9 +166,9 @@ func (w *writer) lock(ctx context.Context) (token, hint string) {
 // (ep, seq) when seq > 0. It returns how long to wait before the next
 // turn: a while when another writer waited for this one.
 func (w *writer) unlock(token, ep string, seq uint64) time.Duration {
-	ctx, cancel := context.WithTimeout(w.s.ctx, lockCallTimeout)
+	ctx, cancel := context.WithTimeout(w.ws.run.ctx, lockCallTimeout)
 	defer cancel()
-	n, err := dropLock.Run(ctx, w.s.rdb, w.s.writerKeys(w.ch), token, ep, seq, hintTTL.Milliseconds()).Int64()
+	n, err := dropLock.Run(ctx, w.ws.rdb, w.ws.keys(w.ch), token, ep, seq, hintTTL.Milliseconds()).Int64()
 	if err != nil || n == 0 {
 		return 0
 	}

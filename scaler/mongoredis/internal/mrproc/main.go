@@ -53,18 +53,29 @@ func main() {
 		}
 		return
 	}
-	if err := run(*mongoURI, *redisURL, *db, *prefix, *channel, *name, *publishers, *count, *total, *timeout); err != nil {
+	c := config{
+		mongoURI: *mongoURI, redisURL: *redisURL, db: *db, prefix: *prefix, channel: *channel, name: *name,
+		publishers: *publishers, count: *count, total: *total, timeout: *timeout,
+	}
+	if err := run(c); err != nil {
 		fmt.Println("ERR", err)
 		os.Exit(1)
 	}
 }
 
-func run(mongoURI, redisURL, db, prefix, channel, name string, publishers, count, total int, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+// config is what the flags say.
+type config struct {
+	mongoURI, redisURL, db, prefix, channel, name string
+	publishers, count, total                      int
+	timeout                                       time.Duration
+}
+
+func run(c config) error {
+	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	s, err := mongoredis.New(ctx, mongoredis.Options{
-		MongoURI: mongoURI, RedisURL: redisURL, Database: db, Prefix: prefix,
+		MongoURI: c.mongoURI, RedisURL: c.redisURL, Database: c.db, Prefix: c.prefix,
 		CheckInterval: 300 * time.Millisecond, GapWait: 30 * time.Millisecond,
 		WriteTimeout: 20 * time.Second, Logger: logger,
 	})
@@ -72,31 +83,11 @@ func run(mongoURI, redisURL, db, prefix, channel, name string, publishers, count
 		return err
 	}
 	defer s.Close(context.Background())
-	var (
-		mu     sync.Mutex
-		got    []scaler.Publication
-		resets []string
-		done   = make(chan struct{})
-	)
-	err = s.Start(ctx, scaler.Handler{
-		Publication: func(p scaler.Publication) {
-			mu.Lock()
-			defer mu.Unlock()
-			got = append(got, p)
-			if len(got) == total {
-				close(done)
-			}
-		},
-		Reset: func(ch string, pos protocol.UID, err error) {
-			mu.Lock()
-			resets = append(resets, fmt.Sprintf("%s %s %v", ch, pos, err))
-			mu.Unlock()
-		},
-	})
-	if err != nil {
+	rec := newReceived(c.total)
+	if err := s.Start(ctx, rec.handler()); err != nil {
 		return err
 	}
-	pos, err := s.Subscribe(ctx, channel)
+	pos, err := s.Subscribe(ctx, c.channel)
 	if err != nil {
 		return err
 	}
@@ -104,18 +95,89 @@ func run(mongoURI, redisURL, db, prefix, channel, name string, publishers, count
 	if _, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil {
 		return fmt.Errorf("waiting for the start line: %w", err)
 	}
+	if err := publishAll(ctx, s, c); err != nil {
+		return fmt.Errorf("publish: %w", err)
+	}
+	select {
+	case <-rec.done:
+	case <-ctx.Done():
+		return fmt.Errorf("received %d of %d publications: %w", rec.count(), c.total, ctx.Err())
+	}
+	return rec.report()
+}
+
+// received records what the instance's Handler receives.
+type received struct {
+	mu     sync.Mutex
+	total  int
+	got    []scaler.Publication
+	resets []string
+	done   chan struct{} // closed once total publications arrived
+}
+
+func newReceived(total int) *received {
+	return &received{total: total, done: make(chan struct{})}
+}
+
+func (r *received) handler() scaler.Handler {
+	return scaler.Handler{
+		Publication: func(p scaler.Publication) {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			r.got = append(r.got, p)
+			if len(r.got) == r.total {
+				close(r.done)
+			}
+		},
+		Reset: func(ch string, pos protocol.UID, err error) {
+			r.mu.Lock()
+			r.resets = append(r.resets, fmt.Sprintf("%s %s %v", ch, pos, err))
+			r.mu.Unlock()
+		},
+	}
+}
+
+func (r *received) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.got)
+}
+
+// report prints the resets, then each publication as
+// "P <seq> <proc> <publisher> <n>", then "DONE".
+func (r *received) report() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	w := bufio.NewWriter(os.Stdout)
+	for _, x := range r.resets {
+		fmt.Fprintln(w, "RESET", x)
+	}
+	for _, p := range r.got {
+		var b body
+		if err := json.Unmarshal(p.Msg, &b); err != nil {
+			return fmt.Errorf("publication %v: %w", p.UID, err)
+		}
+		fmt.Fprintln(w, "P", p.UID.Seq, b.Proc, b.W, b.N)
+	}
+	fmt.Fprintln(w, "DONE")
+	return w.Flush()
+}
+
+// publishAll publishes c.count publications from each of c.publishers
+// goroutines, each with an idempotency key and up to five attempts.
+func publishAll(ctx context.Context, s *mongoredis.Scaler, c config) error {
 	var wg sync.WaitGroup
-	errs := make(chan error, publishers)
-	for w := range publishers {
+	errs := make(chan error, c.publishers)
+	for w := range c.publishers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for n := range count {
-				msg, _ := json.Marshal(body{Proc: name, W: w, N: n})
-				key := fmt.Sprintf("%s-%d-%d", name, w, n)
+			for n := range c.count {
+				msg, _ := json.Marshal(body{Proc: c.name, W: w, N: n})
+				key := fmt.Sprintf("%s-%d-%d", c.name, w, n)
 				var err error
 				for attempt := 0; attempt < 5; attempt++ {
-					if _, err = s.Publish(ctx, channel, "t", msg, scaler.PublishOptions{IdempotencyKey: key}); err == nil {
+					if _, err = s.Publish(ctx, c.channel, "t", msg, scaler.PublishOptions{IdempotencyKey: key}); err == nil {
 						break
 					}
 				}
@@ -128,30 +190,5 @@ func run(mongoURI, redisURL, db, prefix, channel, name string, publishers, count
 	}
 	wg.Wait()
 	close(errs)
-	if err := <-errs; err != nil {
-		return fmt.Errorf("publish: %w", err)
-	}
-	select {
-	case <-done:
-	case <-ctx.Done():
-		mu.Lock()
-		n := len(got)
-		mu.Unlock()
-		return fmt.Errorf("received %d of %d publications: %w", n, total, ctx.Err())
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	w := bufio.NewWriter(os.Stdout)
-	for _, r := range resets {
-		fmt.Fprintln(w, "RESET", r)
-	}
-	for _, p := range got {
-		var b body
-		if err := json.Unmarshal(p.Msg, &b); err != nil {
-			return fmt.Errorf("publication %v: %w", p.UID, err)
-		}
-		fmt.Fprintln(w, "P", p.UID.Seq, b.Proc, b.W, b.N)
-	}
-	fmt.Fprintln(w, "DONE")
-	return w.Flush()
+	return <-errs
 }
