@@ -203,7 +203,7 @@ func (c *Client) OnBoot(fn func(reason string)) {
 }
 
 // OnError sets the function called with error frames that answer no
-// request (PROTOCOL.md: a frame {"err":{...}}); the error is a
+// request (docs/protocol.md §3.2: a frame {"err":{...}}); the error is a
 // *ServerError whose Op is "server".
 func (c *Client) OnError(fn func(err error)) {
 	c.mu.Lock()

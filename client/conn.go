@@ -181,8 +181,8 @@ func (c *Client) nextURL() string {
 
 // connect makes one connection attempt: upgrade, then BEGIN (first
 // connection) or SYNC (reconnection) and its reply. Frames that arrive
-// before the reply are returned, to be handled after it (PROTOCOL.md,
-// "Session start" 4). On success the reply has been applied.
+// before the reply are returned, to be handled after it (docs/protocol.md §4
+// step 4). On success the reply has been applied.
 func (c *Client) connect(ctx context.Context, sync bool) (*conn, []*protocol.Message, error) {
 	u := c.nextURL()
 	hctx, cancel := context.WithTimeout(ctx, c.opts.HandshakeTimeout)
@@ -424,7 +424,7 @@ read:
 			case errors.As(err, &ce):
 				code, reason = ce.Code, ce.Text
 			case errors.As(err, &ne) && ne.Timeout() && hb.on && !cn.closeSent.Load():
-				// PROTOCOL.md, "Heartbeat": no h for interval + threshold.
+				// docs/protocol.md §8: no h for interval + threshold.
 				c.log.Warn("sss/client: heartbeat lost", "url", cn.url)
 				cn.sendClose(protocol.CloseHeartbeatLost, "The socket did not receive a heartbeat")
 				code, reason = protocol.CloseHeartbeatLost, "heartbeat lost"
@@ -535,7 +535,7 @@ func (c *Client) handle(cn *conn, m *protocol.Message) {
 			}
 		})
 	case protocol.SysBoot:
-		// PROTOCOL.md, "Closing and booting": answer BOOT with close 4001
+		// docs/protocol.md §9: answer BOOT with close 4001
 		// and the BOOT's reason; the server echoes it.
 		cn.booted = true
 		cn.bootReason = m.Reason
@@ -613,7 +613,7 @@ func (c *Client) applyBegin(m *protocol.Message) {
 	if p := m.Prot; p != nil && p.HB && p.HBInterval > 0 {
 		th := p.HBThreshold
 		if th <= 0 {
-			th = 1000 // PROTOCOL.md: threshold 1000 ms when absent
+			th = 1000 // docs/protocol.md §8: threshold 1000 ms when absent
 		}
 		c.hb = hbConfig{on: true, total: time.Duration(p.HBInterval+th) * time.Millisecond}
 	} else {

@@ -1,5 +1,5 @@
 // Package client is the Go client of sss: it speaks the wire protocol of
-// Super Scaled Sockets (PROTOCOL.md) to an sss server (or any SSS
+// Super Scaled Sockets (docs/protocol.md) to an sss server (or any SSS
 // compatible one), and reconnects and recovers by itself.
 //
 // # Usage

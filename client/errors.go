@@ -38,7 +38,7 @@ var (
 	// Subscribe or when re-synchronising after a reconnection.
 	ErrSubscriptionRefused = errors.New("sss/client: subscription refused")
 	// ErrReservedChannel: Subscribe was given an empty name or one that
-	// begins with '_' (reserved for the system, PROTOCOL.md "Channels").
+	// begins with '_' (reserved for the system, docs/protocol.md §5.1).
 	ErrReservedChannel = errors.New("sss/client: reserved or empty channel name")
 	// ErrChannelBooted: the server removed the client from a channel
 	// (server.BootChannel); the subscription ends SubUnsubscribed and the
@@ -50,7 +50,7 @@ var (
 )
 
 // ServerError is an error object the server sent in reply to a request
-// (PROTOCOL.md, "Errors"). It wraps the wire error, so both
+// (docs/protocol.md §3.2). It wraps the wire error, so both
 // errors.As(err, &*client.ServerError) and errors.As(err, &*protocol.Error)
 // work.
 type ServerError struct {

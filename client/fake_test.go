@@ -57,7 +57,7 @@ func newFakeServer(t *testing.T) *fakeServer {
 			return
 		}
 		fc := &fakeConn{t: t, ws: ws, in: make(chan fakeFrame, 256)}
-		// Echo close frames with their reason, as PROTOCOL.md asks.
+		// Echo close frames with their reason, as docs/protocol.md §9.2 asks.
 		ws.SetCloseHandler(func(code int, text string) error {
 			fc.in <- fakeFrame{closeCode: code, closeText: text}
 			_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, text), time.Now().Add(time.Second))

@@ -107,8 +107,8 @@ func (o Options) withDefaults() Options {
 }
 
 // Status is the state of a Client's connection, with the names and the
-// order of the SSS JavaScript client's states (PROTOCOL.md, "The JS
-// client's connection states").
+// order of the SSS JavaScript client's states (docs/protocol.md §13 covers
+// that client).
 type Status int
 
 // Client states.

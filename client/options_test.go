@@ -6,7 +6,7 @@ import (
 )
 
 // TestStatusNames: the client states keep the SSS order and numbering
-// (PROTOCOL.md, "The JS client's connection states").
+// (see docs/protocol.md §13 for that client).
 func TestStatusNames(t *testing.T) {
 	for _, tc := range []struct {
 		s    Status

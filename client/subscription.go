@@ -380,7 +380,7 @@ func less(a, b *channel) bool {
 	return a.ord < b.ord
 }
 
-// applySync takes the SYNC reply (PROTOCOL.md, "Recovery"): the records
+// applySync takes the SYNC reply (docs/protocol.md §7): the records
 // first, in order, then each channel's outcome: active, not recoverable
 // (still live), or refused (gone).
 func (c *Client) applySync(cn *conn, entries []protocol.SyncEntry, m *protocol.Message) {

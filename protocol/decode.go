@@ -132,7 +132,7 @@ func optRaw(val []byte) json.RawMessage {
 
 // DecodeClient decodes and validates a frame a client sent to a server
 // (SUBSCRIBE, UNSUBSCRIBE, BEGIN, SYNC, ASK, TELL). It never panics; bad
-// input yields a *DecodeError whose Code follows PROTOCOL.md's bad-input
+// input yields a *DecodeError whose Code follows docs/protocol.md's bad-input
 // table. Heartbeats ("h") are not frames: check them before calling.
 // Channel names are not validated beyond being strings: the server answers
 // bad_channel itself (ValidChannel). A frame over lim.MaxFrameBytes yields

@@ -194,7 +194,7 @@ func hasByte(b []byte, c byte) bool {
 func isNull(val []byte) bool { return string(val) == "null" }
 
 // usableID reports whether the raw value can serve as a request id: any JSON
-// number or string (PROTOCOL.md, "Request ids"). null, objects, arrays and
+// number or string (docs/protocol.md §3.1). null, objects, arrays and
 // booleans cannot.
 func usableID(val []byte) bool {
 	if len(val) == 0 {

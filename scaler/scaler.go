@@ -174,7 +174,7 @@ type Handler struct {
 	// without a hole (the missing publications were trimmed or the
 	// history was reset). The stream goes on after position pos; the
 	// server must treat every subscriber of channel as needing recovery
-	// (PROTOCOL.md: they will be told "not recoverable").
+	// (docs/protocol.md §7: they will be told "not recoverable").
 	Reset func(channel string, pos protocol.UID, err error)
 	// Control receives control messages from every instance, this one
 	// included.

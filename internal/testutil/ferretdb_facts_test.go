@@ -1,7 +1,7 @@
 package testutil
 
 // Facts about FerretDB (the test MongoDB) that scaler/mongoredis relies on
-// or must work around; see FERRETDB.md in the design notes. Each test
+// or must work around; see internal/ferretdb and the test MongoDB section of scaler/mongoredis/README.md. Each test
 // states what it found, so a change of FerretDB shows up here first.
 
 import (

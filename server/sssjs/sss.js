@@ -51,7 +51,7 @@ export const SubStatus = Object.freeze({
   RECONNECT_FAILED: "reconnect_failed",
 });
 
-/** Close codes that matter to a client (PROTOCOL.md, "Closing and booting"). */
+/** Close codes that matter to a client (docs/protocol.md §9). */
 export const CloseCode = Object.freeze({
   GOING_AWAY: 1001,
   SERVICE_RESTART: 1012,
@@ -495,7 +495,7 @@ export class Client {
     if (!this._hb || cn.handshaking || cn.closeSent || cn.dead) return;
     clearTimeout(cn.hbTimer);
     cn.hbTimer = setTimeout(() => {
-      // PROTOCOL.md "Heartbeat": none for interval + threshold.
+      // docs/protocol.md §8: none for interval + threshold.
       this._log("warn", "sss: heartbeat lost", this._url);
       this._abandon(cn, CloseCode.HEARTBEAT_LOST, "The socket did not receive a heartbeat");
     }, this._hb.total);
